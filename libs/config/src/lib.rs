@@ -1,0 +1,55 @@
+//! Typed configuration from the environment, with an optional `KEY=VALUE` file named by
+//! `PIM_CONFIG_FILE` underneath it. Every key has a documented default; a bad value fails
+//! start-up with a message that names the key. The reference table in the README is generated
+//! from [`REFERENCE`], so the documentation and the code cannot drift apart.
+
+mod settings;
+mod source;
+
+pub use settings::{
+    AuthSettings, DbSettings, EventSettings, GrpcSettings, ServiceName, Settings, TelemetrySettings,
+};
+pub use source::{ConfigError, Source};
+
+/// One configuration key: its name, its default (empty when it has none) and what it does.
+pub struct KeyDoc {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every key PIM reads. `<SERVICE>` stands for ASSIGNMENT, ACTIVATION, APPROVAL, NOTIFICATION or AUDIT.
+pub const REFERENCE: &[KeyDoc] = &[
+    KeyDoc { key: "PIM_CONFIG_FILE", default: "", doc: "Optional file of KEY=VALUE lines; the environment overrides it." },
+    KeyDoc { key: "PIM_LISTEN_ADDR", default: "0.0.0.0:<port>", doc: "gRPC listen address. Ports default to 50051-50055 (assignment, activation, approval, notification, audit)." },
+    KeyDoc { key: "PIM_DATABASE_URL", default: "", doc: "PostgreSQL (or sqlite:) URL of this service's own database. Required for `pim serve`." },
+    KeyDoc { key: "PIM_MIGRATE_DATABASE_URL", default: "PIM_DATABASE_URL", doc: "Owner URL used by `pim migrate`, so the runtime role need not own the tables." },
+    KeyDoc { key: "PIM_MIGRATE_ON_START", default: "true", doc: "Run this service's migrations at start." },
+    KeyDoc { key: "PIM_DB_POOL_MAX", default: "10", doc: "Maximum database connections per service." },
+    KeyDoc { key: "PIM_DB_POOL_MIN", default: "1", doc: "Connections kept open per service." },
+    KeyDoc { key: "PIM_REDIS_URL", default: "", doc: "Redis URL for the event streams. Required for `pim serve`." },
+    KeyDoc { key: "PIM_STREAM_PREFIX", default: "pim:", doc: "Prefix of every Redis key PIM writes." },
+    KeyDoc { key: "PIM_<SERVICE>_URL", default: "http://127.0.0.1:<port>", doc: "Where peers reach each service." },
+    KeyDoc { key: "PIM_AUTH_ISSUER", default: "pim", doc: "Expected `iss` of every bearer token." },
+    KeyDoc { key: "PIM_AUTH_AUDIENCE", default: "pim", doc: "Expected `aud` of every bearer token." },
+    KeyDoc { key: "PIM_AUTH_PUBLIC_KEY_FILE", default: "", doc: "PEM public key (RSA for RS256, EC P-256 for ES256) that verifies tokens." },
+    KeyDoc { key: "PIM_AUTH_DEV_HS256_SECRET", default: "", doc: "Dev mode only: a shared HS256 secret. Refused unless PIM_AUTH_DEV_MODE=true." },
+    KeyDoc { key: "PIM_AUTH_DEV_MODE", default: "false", doc: "Allows HS256 tokens. Set by `pim dev`; never in production." },
+    KeyDoc { key: "PIM_SERVICE_SIGNING_KEY_FILE", default: "", doc: "PEM private key with which this service signs its own service tokens for peers." },
+    KeyDoc { key: "PIM_BREAK_GLASS_PRINCIPALS", default: "", doc: "Comma-separated principal ids given permanent Global Administrator at / on first start." },
+    KeyDoc { key: "PIM_GRPC_TIMEOUT_MS", default: "10000", doc: "Per-request server timeout." },
+    KeyDoc { key: "PIM_GRPC_CONCURRENCY_LIMIT", default: "512", doc: "Requests in flight per process; beyond it requests are shed with RESOURCE_EXHAUSTED." },
+    KeyDoc { key: "PIM_SHUTDOWN_DRAIN_SECS", default: "30", doc: "How long shutdown waits for in-flight work." },
+    KeyDoc { key: "PIM_EVENTS_MAX_ATTEMPTS", default: "5", doc: "Deliveries of one stream entry before it is dead-lettered." },
+    KeyDoc { key: "PIM_EVENTS_RECLAIM_IDLE_MS", default: "30000", doc: "Idle time after which another consumer reclaims a pending entry (XAUTOCLAIM)." },
+    KeyDoc { key: "PIM_EVENTS_GAP_GRACE_MS", default: "10000", doc: "How old a missing sequence must be before it counts as a gap and is replayed." },
+    KeyDoc { key: "PIM_EVENTS_GAP_CHECK_MS", default: "2000", doc: "How often consumers look for gaps." },
+    KeyDoc { key: "PIM_EVENTS_RELAY_POLL_MS", default: "20", doc: "How often the outbox relay looks for new rows when not woken." },
+    KeyDoc { key: "PIM_EVENTS_REPLAY_WINDOW_DAYS", default: "7", doc: "How long published outbox rows are kept for replay." },
+    KeyDoc { key: "PIM_SECURITY_EVENTS_PER_MINUTE", default: "60", doc: "Denials stored one by one per minute; beyond it they are counted and summarised." },
+    KeyDoc { key: "PIM_LOG", default: "info", doc: "Log filter (tracing EnvFilter syntax)." },
+    KeyDoc { key: "PIM_LOG_FORMAT", default: "json", doc: "`json` or `pretty`." },
+    KeyDoc { key: "PIM_TRACE_FILTER", default: "info", doc: "Filter of spans exported over OTLP." },
+    KeyDoc { key: "OTEL_EXPORTER_OTLP_ENDPOINT", default: "", doc: "OTLP/gRPC endpoint; tracing export is off when unset." },
+    KeyDoc { key: "OTEL_SERVICE_NAME", default: "pim-<service>", doc: "service.name of exported spans." },
+];

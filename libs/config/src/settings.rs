@@ -1,0 +1,266 @@
+//! The typed settings of one service process, read from a [`Source`].
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use crate::{ConfigError, Source};
+
+/// The five bounded contexts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceName {
+    Assignment,
+    Activation,
+    Approval,
+    Notification,
+    Audit,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 5] = [
+        ServiceName::Assignment,
+        ServiceName::Activation,
+        ServiceName::Approval,
+        ServiceName::Notification,
+        ServiceName::Audit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Assignment => "assignment",
+            ServiceName::Activation => "activation",
+            ServiceName::Approval => "approval",
+            ServiceName::Notification => "notification",
+            ServiceName::Audit => "audit",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceName::Assignment => 50051,
+            ServiceName::Activation => 50052,
+            ServiceName::Approval => 50053,
+            ServiceName::Notification => 50054,
+            ServiceName::Audit => 50055,
+        }
+    }
+
+    /// `PIM_ASSIGNMENT_URL` and friends.
+    pub fn url_key(self) -> String {
+        format!("PIM_{}_URL", self.as_str().to_ascii_uppercase())
+    }
+
+    /// The database each service owns.
+    pub fn database_name(self) -> String {
+        format!("pim_{}", self.as_str())
+    }
+
+    /// The identity a service presents to its peers: `service:<name>`.
+    pub fn subject(self) -> String {
+        format!("service:{}", self.as_str())
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| format!("unknown service {s:?}; expected one of assignment, activation, approval, notification, audit"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    pub url: String,
+    pub migrate_url: Option<String>,
+    pub migrate_on_start: bool,
+    pub pool_max: u32,
+    pub pool_min: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub public_key_file: Option<PathBuf>,
+    pub dev_mode: bool,
+    pub dev_hs256_secret: Option<String>,
+    pub service_signing_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcSettings {
+    pub listen: SocketAddr,
+    pub timeout: Duration,
+    pub concurrency_limit: usize,
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    /// `None` selects the in-process bus over the outbox tables (`pim dev`).
+    pub redis_url: Option<String>,
+    pub stream_prefix: String,
+    pub max_attempts: u64,
+    pub reclaim_idle: Duration,
+    pub gap_grace: Duration,
+    pub gap_check: Duration,
+    pub relay_poll: Duration,
+    pub replay_window: Duration,
+    pub security_events_per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub log_filter: String,
+    pub log_json: bool,
+    pub trace_filter: String,
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Everything one service process needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub service: ServiceName,
+    pub db: DbSettings,
+    pub auth: AuthSettings,
+    pub grpc: GrpcSettings,
+    pub events: EventSettings,
+    pub telemetry: TelemetrySettings,
+    /// Where each peer is reached, indexed like [`ServiceName::ALL`].
+    pub peer_urls: Vec<(ServiceName, String)>,
+    pub break_glass_principals: Vec<String>,
+}
+
+impl Settings {
+    pub fn load(service: ServiceName, source: &Source) -> Result<Self, ConfigError> {
+        let millis = |key: &str, default: u64| source.get::<u64>(key, default).map(Duration::from_millis);
+        let listen = match source.raw("PIM_LISTEN_ADDR") {
+            Some(_) => source.required("PIM_LISTEN_ADDR")?,
+            None => SocketAddr::from(([0, 0, 0, 0], service.default_port())),
+        };
+        let log_format: String = source.get("PIM_LOG_FORMAT", "json".to_owned())?;
+        if log_format != "json" && log_format != "pretty" {
+            return Err(ConfigError::Invalid {
+                key: "PIM_LOG_FORMAT".into(),
+                message: format!("{log_format:?}: expected json or pretty"),
+            });
+        }
+        let auth = AuthSettings {
+            issuer: source.get("PIM_AUTH_ISSUER", "pim".to_owned())?,
+            audience: source.get("PIM_AUTH_AUDIENCE", "pim".to_owned())?,
+            public_key_file: source.optional("PIM_AUTH_PUBLIC_KEY_FILE")?,
+            dev_mode: source.get("PIM_AUTH_DEV_MODE", false)?,
+            dev_hs256_secret: source.optional("PIM_AUTH_DEV_HS256_SECRET")?,
+            service_signing_key_file: source.optional("PIM_SERVICE_SIGNING_KEY_FILE")?,
+        };
+        if auth.dev_hs256_secret.is_some() && !auth.dev_mode {
+            return Err(ConfigError::Invalid {
+                key: "PIM_AUTH_DEV_HS256_SECRET".into(),
+                message: "HS256 is accepted only with PIM_AUTH_DEV_MODE=true".into(),
+            });
+        }
+        if auth.public_key_file.is_none() && auth.dev_hs256_secret.is_none() {
+            return Err(ConfigError::Missing {
+                key: "PIM_AUTH_PUBLIC_KEY_FILE".into(),
+            });
+        }
+        Ok(Self {
+            service,
+            db: DbSettings {
+                url: source.required("PIM_DATABASE_URL")?,
+                migrate_url: source.optional("PIM_MIGRATE_DATABASE_URL")?,
+                migrate_on_start: source.get("PIM_MIGRATE_ON_START", true)?,
+                pool_max: source.get("PIM_DB_POOL_MAX", 10)?,
+                pool_min: source.get("PIM_DB_POOL_MIN", 1)?,
+            },
+            auth,
+            grpc: GrpcSettings {
+                listen,
+                timeout: millis("PIM_GRPC_TIMEOUT_MS", 10_000)?,
+                concurrency_limit: source.get("PIM_GRPC_CONCURRENCY_LIMIT", 512)?,
+                drain: Duration::from_secs(source.get("PIM_SHUTDOWN_DRAIN_SECS", 30)?),
+            },
+            events: EventSettings {
+                redis_url: source.optional("PIM_REDIS_URL")?,
+                stream_prefix: source.get("PIM_STREAM_PREFIX", "pim:".to_owned())?,
+                max_attempts: source.get("PIM_EVENTS_MAX_ATTEMPTS", 5)?,
+                reclaim_idle: millis("PIM_EVENTS_RECLAIM_IDLE_MS", 30_000)?,
+                gap_grace: millis("PIM_EVENTS_GAP_GRACE_MS", 10_000)?,
+                gap_check: millis("PIM_EVENTS_GAP_CHECK_MS", 2_000)?,
+                relay_poll: millis("PIM_EVENTS_RELAY_POLL_MS", 20)?,
+                replay_window: Duration::from_secs(
+                    86_400 * source.get::<u64>("PIM_EVENTS_REPLAY_WINDOW_DAYS", 7)?,
+                ),
+                security_events_per_minute: source.get("PIM_SECURITY_EVENTS_PER_MINUTE", 60)?,
+            },
+            telemetry: TelemetrySettings {
+                log_filter: source.get("PIM_LOG", "info".to_owned())?,
+                log_json: log_format == "json",
+                trace_filter: source.get("PIM_TRACE_FILTER", "info".to_owned())?,
+                otlp_endpoint: source.optional("OTEL_EXPORTER_OTLP_ENDPOINT")?,
+            },
+            peer_urls: ServiceName::ALL
+                .into_iter()
+                .map(|peer| {
+                    let default = format!("http://127.0.0.1:{}", peer.default_port());
+                    source.get(&peer.url_key(), default).map(|url| (peer, url))
+                })
+                .collect::<Result<_, _>>()?,
+            break_glass_principals: source
+                .raw("PIM_BREAK_GLASS_PRINCIPALS")
+                .map(|raw| raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    pub fn peer_url(&self, peer: ServiceName) -> &str {
+        self.peer_urls
+            .iter()
+            .find(|(name, _)| *name == peer)
+            .map(|(_, url)| url.as_str())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> Source {
+        Source::from_pairs([
+            ("PIM_DATABASE_URL", "postgres://localhost/pim_assignment"),
+            ("PIM_AUTH_PUBLIC_KEY_FILE", "/keys/pub.pem"),
+        ])
+    }
+
+    #[test]
+    fn defaults_give_the_documented_ports() {
+        let settings = Settings::load(ServiceName::Audit, &minimal()).unwrap();
+        assert_eq!(settings.grpc.listen.port(), 50055);
+        assert_eq!(settings.peer_url(ServiceName::Assignment), "http://127.0.0.1:50051");
+        assert_eq!(settings.db.pool_max, 10);
+    }
+
+    #[test]
+    fn hs256_needs_dev_mode() {
+        let mut source = minimal();
+        source.set("PIM_AUTH_DEV_HS256_SECRET", "s3cret");
+        let err = Settings::load(ServiceName::Assignment, &source).unwrap_err();
+        assert!(err.to_string().contains("PIM_AUTH_DEV_HS256_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_database_url_is_named() {
+        let source = Source::from_pairs([("PIM_AUTH_PUBLIC_KEY_FILE", "/k")]);
+        let err = Settings::load(ServiceName::Assignment, &source).unwrap_err();
+        assert!(err.to_string().contains("PIM_DATABASE_URL"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Cross-service end-to-end suite; the tests live in tests/it.
