@@ -1,0 +1,118 @@
+//! The consumer side of a transaction: the handled event id is recorded with the effect, so a
+//! redelivered event has no second effect.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use pim_clock::SharedClock;
+use pim_proto::events::v1::Event;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tracing::Instrument as _;
+
+use crate::{envelope::trace_of, sql::stmt};
+
+pub type HandlerFuture<'a> = BoxFuture<'a, anyhow::Result<()>>;
+
+/// A consuming service's reaction to events. It must do all its writes through `txn`.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, txn: &'a DatabaseTransaction, event: &'a Event) -> HandlerFuture<'a>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The effect was committed now.
+    Applied,
+    /// The event was handled (or dead-lettered) before; nothing was done.
+    Duplicate,
+}
+
+/// A consuming service's inbox, shared by its stream consumers and gap fillers.
+#[derive(Clone)]
+pub struct Inbox {
+    db: DatabaseConnection,
+    clock: SharedClock,
+    handler: Arc<dyn EventHandler>,
+    consumer: Arc<str>,
+}
+
+impl Inbox {
+    pub fn new(db: DatabaseConnection, clock: SharedClock, consumer: &str, handler: Arc<dyn EventHandler>) -> Self {
+        Self {
+            db,
+            clock,
+            handler,
+            consumer: consumer.into(),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Applies `event` once: records its id and runs the handler in one transaction.
+    pub async fn apply(&self, event: &Event) -> anyhow::Result<Applied> {
+        let span = tracing::info_span!(
+            "event.consume",
+            otel.name = %format!("{} process", event.r#type),
+            otel.kind = "consumer",
+            messaging.system = "redis",
+            messaging.operation = "process",
+            pim.consumer = %self.consumer,
+            event.id = %event.id,
+            event.r#type = %event.r#type,
+            event.producer = %event.producer,
+            event.sequence = event.sequence,
+        );
+        pim_telemetry::set_parent_from(&span, &trace_of(event));
+        async {
+            let txn = self.db.begin().await?;
+            if !self.record(&txn, event, "applied").await? {
+                txn.rollback().await?;
+                return Ok(Applied::Duplicate);
+            }
+            self.handler.handle(&txn, event).await?;
+            txn.commit().await?;
+            Ok(Applied::Applied)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Records that `event` was dead-lettered, so gap detection counts it as handled.
+    pub async fn dead_lettered(&self, event: &Event) -> anyhow::Result<()> {
+        self.record(&self.db, event, "dead_lettered").await.map(|_| ())
+    }
+
+    /// Inserts the inbox row; `false` when the event id was already there.
+    async fn record(&self, conn: &impl ConnectionTrait, event: &Event, outcome: &str) -> anyhow::Result<bool> {
+        let inserted = conn
+            .execute_raw(stmt(
+                conn,
+                "INSERT INTO inbox (event_id, producer, sequence, outcome, recorded_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+                [
+                    event.id.clone().into(),
+                    event.producer.clone().into(),
+                    (event.sequence as i64).into(),
+                    outcome.into(),
+                    self.clock.now_millis().into(),
+                ],
+            ))
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Whether an event id was handled or dead-lettered.
+    pub async fn contains(&self, event_id: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .db
+            .query_one_raw(stmt(&self.db, "SELECT 1 AS one FROM inbox WHERE event_id = $1", [event_id.into()]))
+            .await?
+            .is_some())
+    }
+}

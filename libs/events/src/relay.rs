@@ -1,0 +1,239 @@
+//! The relay: one per producer, elected through a PostgreSQL advisory lock. It assigns the
+//! gap-free `sequence` at publish, so producer transactions never queue on a counter, publishes
+//! in sequence order, and only then marks rows published. A crash between publishing and marking
+//! republishes the same sequences; consumers deduplicate by event id.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use futures_util::future::BoxFuture;
+use pim_proto::events::v1::Event;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Outbox,
+    outbox::stamp,
+    sql::stmt,
+};
+
+/// Where published events go.
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes `events`, in order. Either all are durable in the bus, or an error is returned.
+    fn publish<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Trims what every consumer group has acknowledged.
+    fn trim(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// For `pim dev`: consumers read the outbox tables themselves, so publishing is marking.
+impl Publisher for () {
+    fn publish<'a>(&'a self, _events: &'a [Event]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub batch: u32,
+    pub poll: Duration,
+    pub replay_window: Duration,
+    pub housekeeping_every: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            poll: Duration::from_millis(20),
+            replay_window: Duration::from_secs(7 * 86_400),
+            housekeeping_every: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Relay {
+    db: DatabaseConnection,
+    outbox: Outbox,
+    publisher: Arc<dyn Publisher>,
+    options: RelayOptions,
+}
+
+impl Relay {
+    pub fn new(db: DatabaseConnection, outbox: Outbox, publisher: Arc<dyn Publisher>, options: RelayOptions) -> Self {
+        Self {
+            db,
+            outbox,
+            publisher,
+            options,
+        }
+    }
+
+    /// Relays until cancelled. Errors (Redis down, database restarting) are logged and retried.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut leader = None;
+        let mut last_housekeeping = tokio::time::Instant::now();
+        let mut backoff = self.options.poll;
+        while !cancel.is_cancelled() {
+            if self.db.get_database_backend() == DatabaseBackend::Postgres && leader.is_none() {
+                match self.try_lead().await {
+                    Ok(Some(connection)) => leader = Some(connection),
+                    Ok(None) => {
+                        // Another replica relays; check again later.
+                        tokio::select! { () = cancel.cancelled() => break, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
+                    }
+                    Err(e) => tracing::warn!(error = ?e, "relay election failed"),
+                }
+            }
+            let result = self.step().await;
+            match result {
+                Ok(published) if published > 0 => {
+                    backoff = self.options.poll;
+                    continue;
+                }
+                Ok(_) => backoff = self.options.poll,
+                Err(e) => {
+                    tracing::warn!(producer = self.outbox.producer(), error = ?e, "relay step failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    // The lock connection may be the thing that failed; elect again.
+                    leader = None;
+                }
+            }
+            if last_housekeeping.elapsed() >= self.options.housekeeping_every {
+                last_housekeeping = tokio::time::Instant::now();
+                if let Err(e) = self.housekeeping().await {
+                    tracing::warn!(error = ?e, "relay housekeeping failed");
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = self.outbox.notified() => {}
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Holds a session advisory lock on a dedicated connection for as long as this relay leads.
+    async fn try_lead(&self) -> anyhow::Result<Option<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>>> {
+        let pool = self.db.get_postgres_connection_pool();
+        let mut connection = pool.acquire().await?;
+        let key = lock_key(&format!("pim.relay.{}", self.outbox.producer()));
+        let (locked,): (bool,) = sea_orm::sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *connection)
+            .await?;
+        Ok(locked.then_some(connection))
+    }
+
+    /// Assigns sequences to new rows, publishes what is assigned and unpublished, and marks it.
+    /// Returns how many events were published.
+    pub async fn step(&self) -> anyhow::Result<usize> {
+        self.assign_sequences().await?;
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                &self.db,
+                "SELECT sequence, envelope FROM outbox \
+                 WHERE sequence IS NOT NULL AND published_at_ms IS NULL ORDER BY sequence LIMIT $1",
+                [i64::from(self.options.batch).into()],
+            ))
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let now = self.outbox.clock().now_millis();
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sequence: i64 = row.try_get("", "sequence")?;
+            let envelope: Vec<u8> = row.try_get("", "envelope")?;
+            events.push(stamp(&envelope, sequence as u64, now)?);
+        }
+        self.publisher.publish(&events).await.context("publishing")?;
+        let first = events.first().map(|e| e.sequence).unwrap_or_default() as i64;
+        let last = events.last().map(|e| e.sequence).unwrap_or_default() as i64;
+        self.db
+            .execute_raw(stmt(
+                &self.db,
+                "UPDATE outbox SET published_at_ms = $1 WHERE sequence >= $2 AND sequence <= $3 AND published_at_ms IS NULL",
+                [now.into(), first.into(), last.into()],
+            ))
+            .await?;
+        Ok(events.len())
+    }
+
+    async fn assign_sequences(&self) -> anyhow::Result<()> {
+        let txn = self.db.begin().await?;
+        let lock = match txn.get_database_backend() {
+            DatabaseBackend::Postgres => " FOR UPDATE",
+            _ => "",
+        };
+        let producer = self.outbox.producer().to_owned();
+        let last = txn
+            .query_one_raw(stmt(
+                &txn,
+                &format!("SELECT last_sequence FROM relay_state WHERE producer = $1{lock}"),
+                [producer.clone().into()],
+            ))
+            .await?
+            .map(|row| row.try_get::<i64>("", "last_sequence"))
+            .transpose()?;
+        let last = match last {
+            Some(last) => last,
+            None => {
+                txn.execute_raw(stmt(
+                    &txn,
+                    "INSERT INTO relay_state (producer, last_sequence) VALUES ($1, 0)",
+                    [producer.clone().into()],
+                ))
+                .await?;
+                0
+            }
+        };
+        let assigned = txn
+            .execute_raw(stmt(
+                &txn,
+                "UPDATE outbox SET sequence = s.seq FROM (\
+                   SELECT id, ROW_NUMBER() OVER (ORDER BY id) + $1 AS seq FROM outbox \
+                   WHERE sequence IS NULL ORDER BY id LIMIT $2) AS s \
+                 WHERE outbox.id = s.id",
+                [last.into(), i64::from(self.options.batch).into()],
+            ))
+            .await?
+            .rows_affected() as i64;
+        if assigned > 0 {
+            txn.execute_raw(stmt(
+                &txn,
+                "UPDATE relay_state SET last_sequence = $1 WHERE producer = $2",
+                [(last + assigned).into(), producer.into()],
+            ))
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Drops published rows older than the replay window, and trims the stream.
+    async fn housekeeping(&self) -> anyhow::Result<()> {
+        let horizon = self.outbox.clock().now_millis() - self.options.replay_window.as_millis() as i64;
+        self.db
+            .execute_raw(stmt(
+                &self.db,
+                "DELETE FROM outbox WHERE published_at_ms IS NOT NULL AND published_at_ms < $1",
+                [horizon.into()],
+            ))
+            .await?;
+        self.publisher.trim().await
+    }
+}
+
+/// A stable 64-bit advisory-lock key for a name (FNV-1a).
+pub(crate) fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
