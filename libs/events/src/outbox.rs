@@ -121,12 +121,9 @@ pub(crate) fn stamp(envelope: &[u8], sequence: u64, published_at_ms: i64) -> any
 }
 
 pub(crate) fn timestamp(millis: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: millis.div_euclid(1000),
-        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
-    }
+    pim_proto::timestamp_from_millis(millis)
 }
 
 pub(crate) fn millis(ts: Option<&prost_types::Timestamp>) -> i64 {
-    ts.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000).unwrap_or(0)
+    ts.map(pim_proto::millis_from_timestamp).unwrap_or(0)
 }

@@ -46,3 +46,16 @@ pub fn pack<M: prost::Name>(message: &M) -> Any {
         value: prost::Message::encode_to_vec(message),
     }
 }
+
+/// A `Timestamp` from milliseconds since the epoch, the form in which PIM stores instants.
+pub fn timestamp_from_millis(millis: i64) -> Timestamp {
+    Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// Milliseconds since the epoch; sub-millisecond precision is dropped.
+pub fn millis_from_timestamp(ts: &Timestamp) -> i64 {
+    ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000
+}
