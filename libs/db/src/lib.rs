@@ -11,6 +11,17 @@ use sea_orm_migration::MigratorTrait;
 pub use sea_orm;
 pub use sea_orm_migration;
 
+/// A raw statement for either backend. Queries are written with PostgreSQL's `$N`
+/// placeholders; SQLite gets `?N`, which binds by the same index.
+pub fn stmt(conn: &impl ConnectionTrait, sql: &str, values: impl IntoIterator<Item = sea_orm::Value>) -> Statement {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Sqlite => sql.replace('$', "?"),
+        _ => sql.to_owned(),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// Pool sizing for one service.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSize {

@@ -9,7 +9,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use sea_orm::ConnectionTrait;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Inbox, ReplaySource, outbox::millis, sql::stmt};
+use crate::{Inbox, ReplaySource, outbox::millis, };
+use pim_db::stmt;
 
 pub struct GapFiller {
     inbox: Inbox,

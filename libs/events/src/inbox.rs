@@ -9,7 +9,8 @@ use pim_proto::events::v1::Event;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tracing::Instrument as _;
 
-use crate::{envelope::trace_of, sql::stmt};
+use crate::{envelope::trace_of, };
+use pim_db::stmt;
 
 pub type HandlerFuture<'a> = BoxFuture<'a, anyhow::Result<()>>;
 

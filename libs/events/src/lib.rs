@@ -13,7 +13,6 @@
 //! - [`SecurityEvents`]: the bounded, rate-limited path for `<producer>.access_denied`.
 
 mod envelope;
-mod sql;
 mod gaps;
 mod inbox;
 mod migration;

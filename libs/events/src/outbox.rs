@@ -10,7 +10,8 @@ use prost::Message as _;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::Notify;
 
-use crate::{NewEvent, sql::stmt};
+use crate::{NewEvent, };
+use pim_db::stmt;
 
 /// One producer's outbox. Cloning is cheap.
 #[derive(Clone)]

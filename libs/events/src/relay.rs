@@ -11,10 +11,11 @@ use pim_proto::events::v1::Event;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 
+use pim_db::stmt;
 use crate::{
     Outbox,
     outbox::stamp,
-    sql::stmt,
+
 };
 
 /// Where published events go.

@@ -1,1 +1,47 @@
+//! The assignment context: the source of truth for who may hold what, where and when. It owns
+//! schedules, activated windows and the access query. It never decides approvals or sends mail.
 
+mod domain;
+mod error;
+mod grpc;
+mod migration;
+mod store;
+
+use pim_config::ServiceName;
+use pim_grpc::AccessPolicy;
+use pim_host::{Built, ContextService, HostContext};
+use pim_proto::assignment::v1::{
+    assignment_internal_service_server::AssignmentInternalServiceServer, assignment_service_server::AssignmentServiceServer,
+};
+use tonic::service::RoutesBuilder;
+
+pub use domain::scope::Scope;
+pub use migration::Migrator;
+
+pub struct Assignment;
+
+impl ContextService for Assignment {
+    const NAME: ServiceName = ServiceName::Assignment;
+    type Migrator = Migrator;
+
+    fn access_policy() -> AccessPolicy {
+        AccessPolicy::default().allow_services(
+            "/pim.assignment.v1.AssignmentInternalService/ProvisionWindow",
+            &["activation"],
+        )
+    }
+
+    async fn build(ctx: HostContext) -> anyhow::Result<Built> {
+        let store = store::Store::new(ctx.db.clone());
+        store
+            .seed_break_glass(&ctx.outbox, &ctx.settings.break_glass_principals, ctx.clock.now_millis())
+            .await?;
+        ctx.outbox.wake();
+        let api = grpc::AssignmentApi::new(store, ctx);
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(AssignmentServiceServer::new(api.clone()))
+            .add_service(AssignmentInternalServiceServer::new(api));
+        Ok(Built { routes, handler: None })
+    }
+}

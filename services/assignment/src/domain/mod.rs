@@ -1,0 +1,4 @@
+//! Rules of the assignment context, free of I/O.
+
+pub mod access;
+pub mod scope;

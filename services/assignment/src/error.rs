@@ -1,0 +1,48 @@
+//! The assignment context's errors, and their one mapping to the gRPC edge.
+
+use pim_grpc::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidInput),
+    #[error("the principal is not eligible for this role at this scope")]
+    NotEligible,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Bad input, as field violations.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid input")]
+pub struct InvalidInput(pub ApiError);
+
+impl From<sea_orm::DbErr> for AssignmentError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<AssignmentError> for tonic::Status {
+    fn from(error: AssignmentError) -> Self {
+        let api = match error {
+            AssignmentError::Invalid(InvalidInput(api)) => api,
+            AssignmentError::NotEligible => ApiError::FailedPrecondition {
+                reason: "NOT_ELIGIBLE",
+                message: error_text(&AssignmentError::NotEligible),
+            },
+            AssignmentError::Forbidden(message) => ApiError::PermissionDenied {
+                reason: "NOT_AUTHORIZED",
+                message,
+            },
+            AssignmentError::Internal(e) => ApiError::Internal(e),
+        };
+        api.into()
+    }
+}
+
+fn error_text(e: &AssignmentError) -> String {
+    e.to_string()
+}

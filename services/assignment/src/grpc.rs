@@ -1,0 +1,281 @@
+//! gRPC handlers: validate and convert, authorize, call the store or the domain, map the result.
+
+use pim_auth::Caller;
+use pim_client::roles;
+use pim_grpc::{DenialRecorder as _, Violations, caller};
+use pim_host::HostContext;
+use pim_proto::{
+    assignment::v1::{
+        CheckAccessRequest, CheckAccessResponse, CheckEligibilityRequest, CheckEligibilityResponse,
+        CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse, ProvisionWindowRequest,
+        ProvisionWindowResponse, Schedule, ScheduleKind, assignment_internal_service_server::AssignmentInternalService,
+        assignment_service_server::AssignmentService,
+    },
+    millis_from_timestamp, timestamp_from_millis,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{
+        access::{Decision, Interval, decide},
+        scope::Scope,
+    },
+    error::{AssignmentError, InvalidInput},
+    store::{NewSchedule, NewWindow, Store},
+};
+
+#[derive(Clone)]
+pub struct AssignmentApi {
+    store: Store,
+    ctx: HostContext,
+}
+
+type Result<T> = std::result::Result<T, AssignmentError>;
+
+fn invalid(v: Violations) -> Result<()> {
+    v.check().map_err(|e| AssignmentError::Invalid(InvalidInput(e)))
+}
+
+fn correlation<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+impl AssignmentApi {
+    pub fn new(store: Store, ctx: HostContext) -> Self {
+        Self { store, ctx }
+    }
+
+    async fn decide(&self, principal: &str, role: &str, scope: &Scope) -> Result<Decision> {
+        let scopes = scope.with_ancestors();
+        let active = self.store.schedules(ScheduleKind::Active, principal, role, &scopes).await?;
+        let windows = self.store.windows(principal, role, &scopes).await?;
+        Ok(decide(&active, &windows, self.ctx.clock.now_millis()))
+    }
+
+    /// The eligibility that covers now and lasts longest, if any.
+    async fn eligibility(&self, principal: &str, role: &str, scope: &Scope) -> Result<Option<Interval>> {
+        let now = self.ctx.clock.now_millis();
+        let schedules = self
+            .store
+            .schedules(ScheduleKind::Eligible, principal, role, &scope.with_ancestors())
+            .await?;
+        Ok(schedules
+            .into_iter()
+            .filter(|s| s.covers(now))
+            .max_by_key(|s| s.end_ms.unwrap_or(i64::MAX)))
+    }
+
+    async fn holds_any(&self, principal: &str, role_ids: &[&str], scope: &Scope) -> Result<bool> {
+        for role in role_ids {
+            if matches!(self.decide(principal, role, scope).await?, Decision::Allowed { .. }) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Refuses, and records the denial through the rate-limited security path.
+    fn deny(&self, caller: &Caller, method: &str, message: String) -> AssignmentError {
+        self.ctx.security.record_denial(method, &caller.subject, "NOT_AUTHORIZED");
+        AssignmentError::Forbidden(message)
+    }
+}
+
+fn parse_scope(raw: &str, field: &str, v: &mut Violations) -> Option<Scope> {
+    match Scope::parse(raw) {
+        Ok(scope) => Some(scope),
+        Err(problem) => {
+            v.add(field, problem);
+            None
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AssignmentService for AssignmentApi {
+    async fn create_eligibility_schedule(
+        &self,
+        request: Request<CreateEligibilityScheduleRequest>,
+    ) -> std::result::Result<Response<CreateEligibilityScheduleResponse>, Status> {
+        let caller = caller(&request)?;
+        let correlation = correlation(&request);
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.require("principal_id", &req.principal_id);
+        v.require("role_id", &req.role_id);
+        let scope = parse_scope(&req.scope, "scope", &mut v);
+        let now = self.ctx.clock.now_millis();
+        let start_ms = req.start_time.as_ref().map(millis_from_timestamp).unwrap_or(now);
+        let end_ms = req.end_time.as_ref().map(millis_from_timestamp);
+        if end_ms.is_some_and(|end| end <= start_ms) {
+            v.add("end_time", "must be after start_time");
+        }
+        invalid(v)?;
+        let Some(scope) = scope else { return Err(Status::internal("scope vanished")) };
+        if !self
+            .holds_any(&caller.subject, &[roles::GLOBAL_ADMINISTRATOR, roles::PRIVILEGED_ROLE_ADMINISTRATOR], &scope)
+            .await?
+        {
+            return Err(self
+                .deny(
+                    &caller,
+                    "/pim.assignment.v1.AssignmentService/CreateEligibilitySchedule",
+                    format!("{} may not manage assignments at {scope}", caller.subject),
+                )
+                .into());
+        }
+        let new = NewSchedule {
+            kind: ScheduleKind::Eligible,
+            principal_id: req.principal_id,
+            role_id: req.role_id,
+            scope: scope.to_string(),
+            start_ms,
+            end_ms,
+            created_by: caller.subject.clone(),
+            request_key: (!req.request_id.is_empty()).then(|| format!("{}/{}", caller.subject, req.request_id)),
+            justification: req.justification,
+        };
+        if req.validate_only {
+            let schedule = Schedule {
+                id: String::new(),
+                kind: ScheduleKind::Eligible.into(),
+                principal_id: new.principal_id,
+                role_id: new.role_id,
+                scope: new.scope,
+                start_time: Some(timestamp_from_millis(start_ms)),
+                end_time: end_ms.map(timestamp_from_millis),
+                created_by: new.created_by,
+            };
+            return Ok(Response::new(CreateEligibilityScheduleResponse {
+                schedule: Some(schedule),
+                revision: self.store.revision().await.map_err(AssignmentError::from)?,
+            }));
+        }
+        let (schedule, revision) = self
+            .store
+            .create_schedule(&self.ctx.outbox, new, now, &correlation)
+            .await
+            .map_err(AssignmentError::from)?;
+        self.ctx.outbox.wake();
+        Ok(Response::new(CreateEligibilityScheduleResponse {
+            schedule: Some(schedule),
+            revision,
+        }))
+    }
+
+    async fn check_eligibility(
+        &self,
+        request: Request<CheckEligibilityRequest>,
+    ) -> std::result::Result<Response<CheckEligibilityResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.require("principal_id", &req.principal_id);
+        v.require("role_id", &req.role_id);
+        let scope = parse_scope(&req.scope, "scope", &mut v);
+        invalid(v)?;
+        let Some(scope) = scope else { return Err(Status::internal("scope vanished")) };
+        if caller.subject != req.principal_id && caller.service().is_none() {
+            return Err(Status::permission_denied("only the principal itself or a PIM service may check eligibility"));
+        }
+        let found = self.eligibility(&req.principal_id, &req.role_id, &scope).await?;
+        Ok(Response::new(match found {
+            Some(schedule) => CheckEligibilityResponse {
+                eligible: true,
+                eligibility_schedule_id: schedule.id,
+                eligible_until: schedule.end_ms.map(timestamp_from_millis),
+            },
+            None => CheckEligibilityResponse::default(),
+        }))
+    }
+
+    async fn check_access(&self, request: Request<CheckAccessRequest>) -> std::result::Result<Response<CheckAccessResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.require("principal_id", &req.principal_id);
+        v.require("role_id", &req.role_id);
+        let scope = parse_scope(&req.scope, "scope", &mut v);
+        invalid(v)?;
+        let Some(scope) = scope else { return Err(Status::internal("scope vanished")) };
+        // Anyone may check their own access; PIM's services and Access Checkers check others'.
+        let root = Scope::parse("/").map_err(|_| Status::internal("root scope"))?;
+        if caller.subject != req.principal_id
+            && caller.service().is_none()
+            && !self.holds_any(&caller.subject, &[roles::ACCESS_CHECKER], &root).await?
+        {
+            return Err(Status::permission_denied("checking another principal's access needs the Access Checker role"));
+        }
+        let decision = self.decide(&req.principal_id, &req.role_id, &scope).await?;
+        Ok(Response::new(match decision {
+            Decision::Allowed { via, until_ms } => CheckAccessResponse {
+                allowed: true,
+                valid_until: until_ms.map(timestamp_from_millis),
+                explanation: via,
+            },
+            Decision::Denied { reason } => CheckAccessResponse {
+                allowed: false,
+                valid_until: None,
+                explanation: reason.to_owned(),
+            },
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AssignmentInternalService for AssignmentApi {
+    async fn provision_window(
+        &self,
+        request: Request<ProvisionWindowRequest>,
+    ) -> std::result::Result<Response<ProvisionWindowResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.require("request_id", &req.request_id);
+        v.require("principal_id", &req.principal_id);
+        v.require("role_id", &req.role_id);
+        let scope = parse_scope(&req.scope, "scope", &mut v);
+        if req.start_time.is_none() {
+            v.add("start_time", "is required");
+        }
+        if req.end_time.is_none() {
+            v.add("end_time", "is required");
+        }
+        let start_ms = req.start_time.as_ref().map(millis_from_timestamp).unwrap_or_default();
+        let end_ms = req.end_time.as_ref().map(millis_from_timestamp).unwrap_or_default();
+        if req.start_time.is_some() && req.end_time.is_some() && end_ms <= start_ms {
+            v.add("end_time", "must be after start_time");
+        }
+        invalid(v)?;
+        let Some(scope) = scope else { return Err(Status::internal("scope vanished")) };
+        // Eligibility is checked again at provisioning: it may have ended since submission.
+        let Some(eligibility) = self.eligibility(&req.principal_id, &req.role_id, &scope).await? else {
+            return Err(AssignmentError::NotEligible.into());
+        };
+        let new = NewWindow {
+            request_id: req.request_id,
+            principal_id: req.principal_id,
+            role_id: req.role_id,
+            scope: scope.to_string(),
+            eligibility_schedule_id: eligibility.id,
+            start_ms,
+            end_ms,
+            provisioned_by: caller.subject,
+        };
+        let (window, revision) = self
+            .store
+            .provision_window(&self.ctx.outbox, new, self.ctx.clock.now_millis())
+            .await
+            .map_err(AssignmentError::from)?;
+        self.ctx.outbox.wake();
+        Ok(Response::new(ProvisionWindowResponse {
+            window: Some(window),
+            revision,
+        }))
+    }
+}

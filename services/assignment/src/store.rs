@@ -1,0 +1,280 @@
+//! Schedules and windows in the assignment database. Every write and its event commit in one
+//! transaction, and every write bumps the revision readers can wait for.
+
+use pim_db::stmt;
+use pim_events::{NewEvent, Outbox};
+use pim_proto::{
+    assignment::v1::{Schedule, ScheduleCreated, ScheduleKind, Window, WindowProvisioned},
+    timestamp_from_millis,
+};
+use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait};
+
+use crate::domain::access::{ActivatedWindow, Interval};
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// A schedule to write.
+pub struct NewSchedule {
+    pub kind: ScheduleKind,
+    pub principal_id: String,
+    pub role_id: String,
+    pub scope: String,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+    pub created_by: String,
+    /// `<caller>/<client request id>`, for idempotent creates.
+    pub request_key: Option<String>,
+    pub justification: String,
+}
+
+pub struct NewWindow {
+    pub request_id: String,
+    pub principal_id: String,
+    pub role_id: String,
+    pub scope: String,
+    pub eligibility_schedule_id: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub provisioned_by: String,
+}
+
+fn kind_text(kind: ScheduleKind) -> &'static str {
+    match kind {
+        ScheduleKind::Active => "active",
+        _ => "eligible",
+    }
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Schedules of one kind for a principal and role at any of `scopes`.
+    pub async fn schedules(&self, kind: ScheduleKind, principal: &str, role: &str, scopes: &[String]) -> anyhow::Result<Vec<Interval>> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                &self.db,
+                "SELECT id, scope, start_ms, end_ms FROM schedules WHERE principal_id = $1 AND role_id = $2 AND kind = $3",
+                [principal.into(), role.into(), kind_text(kind).into()],
+            ))
+            .await?;
+        rows.into_iter()
+            .filter(|row| row.try_get::<String>("", "scope").is_ok_and(|s| scopes.contains(&s)))
+            .map(|row| interval(&row))
+            .collect()
+    }
+
+    /// Windows for a principal and role at any of `scopes`, each with the eligibility it came from.
+    pub async fn windows(&self, principal: &str, role: &str, scopes: &[String]) -> anyhow::Result<Vec<ActivatedWindow>> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                &self.db,
+                "SELECT w.id, w.scope, w.start_ms, w.end_ms, e.id AS e_id, e.start_ms AS e_start_ms, e.end_ms AS e_end_ms \
+                 FROM windows w LEFT JOIN schedules e ON e.id = w.eligibility_schedule_id AND e.kind = 'eligible' \
+                 WHERE w.principal_id = $1 AND w.role_id = $2",
+                [principal.into(), role.into()],
+            ))
+            .await?;
+        let mut windows = Vec::new();
+        for row in rows {
+            let scope: String = row.try_get("", "scope")?;
+            if !scopes.contains(&scope) {
+                continue;
+            }
+            let eligibility = match row.try_get::<Option<String>>("", "e_id")? {
+                Some(id) => Some(Interval {
+                    id,
+                    start_ms: row.try_get("", "e_start_ms")?,
+                    end_ms: row.try_get("", "e_end_ms")?,
+                }),
+                None => None,
+            };
+            windows.push(ActivatedWindow {
+                window: interval(&row)?,
+                eligibility,
+            });
+        }
+        Ok(windows)
+    }
+
+    pub async fn create_schedule(&self, outbox: &Outbox, new: NewSchedule, now_ms: i64, correlation: &str) -> anyhow::Result<(Schedule, i64)> {
+        let txn = self.db.begin().await?;
+        if let Some(key) = &new.request_key
+            && let Some(existing) = txn
+                .query_one_raw(stmt(&txn, "SELECT * FROM schedules WHERE request_key = $1", [key.clone().into()]))
+                .await?
+        {
+            let schedule = schedule(&existing)?;
+            txn.rollback().await?;
+            let revision = self.revision().await?;
+            return Ok((schedule, revision));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        txn.execute_raw(stmt(
+            &txn,
+            "INSERT INTO schedules (id, kind, principal_id, role_id, scope, start_ms, end_ms, created_by, request_key, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            [
+                id.clone().into(),
+                kind_text(new.kind).into(),
+                new.principal_id.clone().into(),
+                new.role_id.clone().into(),
+                new.scope.clone().into(),
+                new.start_ms.into(),
+                new.end_ms.into(),
+                new.created_by.clone().into(),
+                new.request_key.clone().into(),
+                now_ms.into(),
+            ],
+        ))
+        .await?;
+        let schedule = Schedule {
+            id: id.clone(),
+            kind: new.kind.into(),
+            principal_id: new.principal_id,
+            role_id: new.role_id,
+            scope: new.scope,
+            start_time: Some(timestamp_from_millis(new.start_ms)),
+            end_time: new.end_ms.map(timestamp_from_millis),
+            created_by: new.created_by.clone(),
+        };
+        let payload = ScheduleCreated {
+            schedule: Some(schedule.clone()),
+            justification: new.justification,
+        };
+        let mut event = NewEvent::new("assignment.schedule_created", id, pim_proto::pack(&payload)).correlated(correlation);
+        if !new.created_by.is_empty() {
+            event = event.by(&new.created_by);
+        }
+        outbox.enqueue(&txn, event).await?;
+        let revision = bump_revision(&txn).await?;
+        txn.commit().await?;
+        Ok((schedule, revision))
+    }
+
+    /// Idempotent by request id: a second call returns the window written by the first.
+    pub async fn provision_window(&self, outbox: &Outbox, new: NewWindow, now_ms: i64) -> anyhow::Result<(Window, i64)> {
+        let txn = self.db.begin().await?;
+        if let Some(existing) = txn
+            .query_one_raw(stmt(&txn, "SELECT * FROM windows WHERE request_id = $1", [new.request_id.clone().into()]))
+            .await?
+        {
+            let window = window(&existing)?;
+            txn.rollback().await?;
+            return Ok((window, self.revision().await?));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        txn.execute_raw(stmt(
+            &txn,
+            "INSERT INTO windows (id, request_id, principal_id, role_id, scope, eligibility_schedule_id, start_ms, end_ms, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            [
+                id.clone().into(),
+                new.request_id.clone().into(),
+                new.principal_id.clone().into(),
+                new.role_id.clone().into(),
+                new.scope.clone().into(),
+                new.eligibility_schedule_id.clone().into(),
+                new.start_ms.into(),
+                new.end_ms.into(),
+                now_ms.into(),
+            ],
+        ))
+        .await?;
+        let window = Window {
+            id: id.clone(),
+            request_id: new.request_id.clone(),
+            principal_id: new.principal_id,
+            role_id: new.role_id,
+            scope: new.scope,
+            eligibility_schedule_id: new.eligibility_schedule_id,
+            start_time: Some(timestamp_from_millis(new.start_ms)),
+            end_time: Some(timestamp_from_millis(new.end_ms)),
+        };
+        let payload = WindowProvisioned {
+            window: Some(window.clone()),
+        };
+        let event = NewEvent::new("assignment.window_provisioned", id, pim_proto::pack(&payload))
+            .by(&new.provisioned_by)
+            .correlated(new.request_id);
+        outbox.enqueue(&txn, event).await?;
+        let revision = bump_revision(&txn).await?;
+        txn.commit().await?;
+        Ok((window, revision))
+    }
+
+    pub async fn revision(&self) -> anyhow::Result<i64> {
+        let row = self
+            .db
+            .query_one_raw(stmt(&self.db, "SELECT value FROM revision WHERE id = 1", []))
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64>("", "value")).transpose()?.unwrap_or(0))
+    }
+
+    /// Break-glass principals get permanent, active Global Administrator at `/` on first start.
+    pub async fn seed_break_glass(&self, outbox: &Outbox, principals: &[String], now_ms: i64) -> anyhow::Result<()> {
+        for principal in principals {
+            let new = NewSchedule {
+                kind: ScheduleKind::Active,
+                principal_id: principal.clone(),
+                role_id: pim_client::roles::GLOBAL_ADMINISTRATOR.to_owned(),
+                scope: "/".to_owned(),
+                start_ms: 0,
+                end_ms: None,
+                created_by: "service:assignment".to_owned(),
+                request_key: Some(format!("break-glass/{principal}")),
+                justification: "break-glass principal from configuration".to_owned(),
+            };
+            self.create_schedule(outbox, new, now_ms, "").await?;
+        }
+        Ok(())
+    }
+}
+
+async fn bump_revision(txn: &impl ConnectionTrait) -> anyhow::Result<i64> {
+    let row = txn
+        .query_one_raw(stmt(txn, "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value", []))
+        .await?;
+    Ok(row.map(|r| r.try_get::<i64>("", "value")).transpose()?.unwrap_or(0))
+}
+
+fn interval(row: &QueryResult) -> anyhow::Result<Interval> {
+    Ok(Interval {
+        id: row.try_get("", "id")?,
+        start_ms: row.try_get("", "start_ms")?,
+        end_ms: row.try_get("", "end_ms")?,
+    })
+}
+
+fn schedule(row: &QueryResult) -> anyhow::Result<Schedule> {
+    let kind: String = row.try_get("", "kind")?;
+    Ok(Schedule {
+        id: row.try_get("", "id")?,
+        kind: if kind == "active" { ScheduleKind::Active } else { ScheduleKind::Eligible }.into(),
+        principal_id: row.try_get("", "principal_id")?,
+        role_id: row.try_get("", "role_id")?,
+        scope: row.try_get("", "scope")?,
+        start_time: Some(timestamp_from_millis(row.try_get("", "start_ms")?)),
+        end_time: row.try_get::<Option<i64>>("", "end_ms")?.map(timestamp_from_millis),
+        created_by: row.try_get("", "created_by")?,
+    })
+}
+
+fn window(row: &QueryResult) -> anyhow::Result<Window> {
+    Ok(Window {
+        id: row.try_get("", "id")?,
+        request_id: row.try_get("", "request_id")?,
+        principal_id: row.try_get("", "principal_id")?,
+        role_id: row.try_get("", "role_id")?,
+        scope: row.try_get("", "scope")?,
+        eligibility_schedule_id: row.try_get("", "eligibility_schedule_id")?,
+        start_time: Some(timestamp_from_millis(row.try_get("", "start_ms")?)),
+        end_time: Some(timestamp_from_millis(row.try_get("", "end_ms")?)),
+    })
+}
