@@ -33,9 +33,12 @@ pub struct PoolSize {
 /// "database is locked"; its file is created when missing.
 pub async fn connect(url: &str, pool: PoolSize) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
+    // SQLite has one writer; a single connection turns lock upgrades that would fail with
+    // "database is locked" into an orderly queue.
+    let max = if is_sqlite(url) { 1 } else { pool.max };
     options
-        .max_connections(pool.max)
-        .min_connections(pool.min.min(pool.max))
+        .max_connections(max)
+        .min_connections(pool.min.min(max))
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);

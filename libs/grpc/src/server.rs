@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{service::Routes, transport::Server};
+use tonic::{service::RoutesBuilder, transport::Server};
 use tonic_health::server::HealthReporter;
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer};
 
@@ -26,7 +26,7 @@ pub struct ServerOptions {
 /// database and the bus answer.
 pub async fn serve(
     listener: TcpListener,
-    routes: Routes,
+    mut routes: RoutesBuilder,
     health: (HealthReporter, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>),
     options: ServerOptions,
     shutdown: CancellationToken,
@@ -44,17 +44,14 @@ pub async fn serve(
         .layer(TraceLayer::new(options.service))
         .layer(AuthLayer::new(options.verifier, options.policy, options.denials))
         .into_inner();
-    let mut routes = routes.into_axum_router();
-    routes = routes
-        .merge(Routes::new(health_service).into_axum_router())
-        .merge(Routes::new(reflection).into_axum_router());
+    routes.add_service(health_service).add_service(reflection);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain = options.drain;
     let stop = shutdown.clone();
     let server = Server::builder()
         .timeout(options.timeout)
         .layer(layers)
-        .add_routes(Routes::from(routes))
+        .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
     tokio::pin!(server);
     tokio::select! {

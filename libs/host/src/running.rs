@@ -215,7 +215,7 @@ pub async fn start<S: ContextService>(settings: Settings, deps: HostDeps) -> any
     };
     let server_cancel = cancel.clone();
     tracker.spawn(async move {
-        if let Err(e) = pim_grpc::serve(listener, routes.routes(), (reporter, health_service), options, server_cancel).await {
+        if let Err(e) = pim_grpc::serve(listener, routes, (reporter, health_service), options, server_cancel).await {
             tracing::error!(service = %name, error = ?e, "gRPC server failed");
         }
     });

@@ -1,0 +1,6 @@
+//! The library behind the `pim` binary, so tests drive exactly what operators run.
+
+pub mod dev;
+mod hosting;
+
+pub use hosting::{migrate_service, start_service};
