@@ -27,3 +27,14 @@ pub async fn migrate_service(service: ServiceName, url: &str) -> anyhow::Result<
     db.close().await?;
     Ok(())
 }
+
+/// The fingerprint of the named context's migrations (names the test templates).
+pub fn migration_fingerprint(service: ServiceName) -> String {
+    match service {
+        ServiceName::Assignment => pim_db::migration_fingerprint::<<pim_assignment::Assignment as ContextService>::Migrator>(),
+        ServiceName::Activation => pim_db::migration_fingerprint::<<pim_activation::Activation as ContextService>::Migrator>(),
+        ServiceName::Approval => pim_db::migration_fingerprint::<<pim_approval::Approval as ContextService>::Migrator>(),
+        ServiceName::Notification => pim_db::migration_fingerprint::<<pim_notification::Notification as ContextService>::Migrator>(),
+        ServiceName::Audit => pim_db::migration_fingerprint::<<pim_audit::Audit as ContextService>::Migrator>(),
+    }
+}

@@ -3,4 +3,4 @@
 pub mod dev;
 mod hosting;
 
-pub use hosting::{migrate_service, start_service};
+pub use hosting::{migrate_service, migration_fingerprint, start_service};

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use pim_db::{PoolSize, with_database};
 use sea_orm::{ConnectionTrait, Database};
-use sea_orm_migration::MigratorTrait;
+use pim_config::ServiceName;
 
 use crate::engines::postgres_url;
 
@@ -22,11 +22,11 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// A new database holding the migrated schema of `M`.
-    pub async fn fresh<M: MigratorTrait>(service: &str) -> anyhow::Result<Self> {
+    /// A new database holding the migrated schema of `service`.
+    pub async fn fresh(service: ServiceName) -> anyhow::Result<Self> {
         let server = postgres_url();
-        let template = format!("tpl_{service}_{}", pim_db::migration_fingerprint::<M>());
-        ensure_template::<M>(&server, &template).await?;
+        let template = format!("tpl_{service}_{}", pim_cli::migration_fingerprint(service));
+        ensure_template(service, &server, &template).await?;
         let name = format!("t_{service}_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&server).await?;
         admin
@@ -61,11 +61,11 @@ impl Drop for TestDatabase {
     }
 }
 
-async fn ensure_template<M: MigratorTrait>(server: &str, template: &str) -> anyhow::Result<()> {
+async fn ensure_template(service: ServiceName, server: &str, template: &str) -> anyhow::Result<()> {
     let admin = pim_db::connect(server, PoolSize { max: 1, min: 1 }).await?;
     let pool = admin.get_postgres_connection_pool();
     let mut lock = pool.acquire().await?;
-    sea_orm::sqlx::query("SELECT pg_advisory_lock(724_001)")
+    sea_orm::sqlx::query("SELECT pg_advisory_lock(724001)")
         .execute(&mut *lock)
         .await?;
     let exists: Option<(i32,)> = sea_orm::sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
@@ -78,22 +78,20 @@ async fn ensure_template<M: MigratorTrait>(server: &str, template: &str) -> anyh
         }
         // Build under another name and rename, so a crash never leaves a half-migrated template.
         let building = format!("{template}_building");
-        sea_orm::sqlx::query(&format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"))
+        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")))
             .execute(&mut *lock)
             .await?;
-        sea_orm::sqlx::query(&format!("CREATE DATABASE \"{building}\""))
+        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{building}\"")))
             .execute(&mut *lock)
             .await?;
-        let db = pim_db::connect(&with_database(server, &building), PoolSize { max: 1, min: 1 }).await?;
-        pim_db::migrate::<M>(&db).await?;
-        db.close().await?;
-        sea_orm::sqlx::query(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""))
+        pim_cli::migrate_service(service, &with_database(server, &building)).await?;
+        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\"")))
             .execute(&mut *lock)
             .await?;
         anyhow::Ok(())
     }
     .await;
-    sea_orm::sqlx::query("SELECT pg_advisory_unlock(724_001)")
+    sea_orm::sqlx::query("SELECT pg_advisory_unlock(724001)")
         .execute(&mut *lock)
         .await?;
     drop(lock);

@@ -1,0 +1,198 @@
+//! All five services in-process on port 0, over real gRPC, real PostgreSQL and real Redis, with
+//! one manual clock and RS256 tokens for any caller.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use pim_auth::TokenSigner;
+use pim_client::{Credentials, PimClient};
+use pim_clock::ManualClock;
+use pim_config::{ServiceName, Settings, Source};
+use pim_host::{HostDeps, RunningService};
+use tokio::net::TcpListener;
+
+use crate::{TestDatabase, engines::redis_url, stream_prefix};
+
+pub const ISSUER_PRIVATE_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/issuer.key");
+pub const ISSUER_PUBLIC_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/issuer.pub");
+/// A key the services do not trust.
+pub const OTHER_PRIVATE_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/other.key");
+
+/// The break-glass Global Administrator every harness starts with.
+pub const ADMIN: &str = "admin-breakglass";
+
+#[derive(Default)]
+pub struct HarnessOptions {
+    /// A Redis of the test's own (fault tests); the shared one otherwise.
+    pub redis_url: Option<String>,
+    /// Extra settings for every service, such as short reclaim or gap timings.
+    pub settings: Vec<(String, String)>,
+}
+
+pub struct Harness {
+    pub clock: Arc<ManualClock>,
+    pub prefix: String,
+    pub redis_url: String,
+    signer: TokenSigner,
+    base: Source,
+    urls: HashMap<ServiceName, String>,
+    services: HashMap<ServiceName, RunningService>,
+    databases: HashMap<ServiceName, TestDatabase>,
+}
+
+/// Starts one context with the harness's settings; used to restart a service mid-test.
+pub async fn start_service(settings: Settings, clock: Arc<ManualClock>, listener: TcpListener) -> anyhow::Result<RunningService> {
+    pim_cli::start_service(
+        settings,
+        HostDeps {
+            clock,
+            listener: Some(listener),
+            local_bus: None,
+        },
+    )
+    .await
+}
+
+impl Harness {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(HarnessOptions::default()).await
+    }
+
+    pub async fn start_with(options: HarnessOptions) -> anyhow::Result<Self> {
+        let clock = ManualClock::starting_now();
+        let prefix = stream_prefix();
+        let redis_url = options.redis_url.unwrap_or_else(redis_url);
+        let mut base = Source::from_pairs([
+            ("PIM_AUTH_PUBLIC_KEY_FILE", ISSUER_PUBLIC_KEY),
+            ("PIM_SERVICE_SIGNING_KEY_FILE", ISSUER_PRIVATE_KEY),
+            ("PIM_BREAK_GLASS_PRINCIPALS", ADMIN),
+            ("PIM_DB_POOL_MAX", "6"),
+            ("PIM_EVENTS_RELAY_POLL_MS", "10"),
+            ("PIM_EVENTS_GAP_CHECK_MS", "100"),
+            ("PIM_SHUTDOWN_DRAIN_SECS", "5"),
+            ("PIM_LOG", "warn"),
+        ]);
+        base.set("PIM_REDIS_URL", redis_url.clone());
+        base.set("PIM_STREAM_PREFIX", prefix.clone());
+        for (key, value) in options.settings {
+            base.set(key, value);
+        }
+        let mut listeners = Vec::new();
+        let mut urls = HashMap::new();
+        for service in ServiceName::ALL {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}", listener.local_addr()?);
+            base.set(service.url_key(), url.clone());
+            urls.insert(service, url);
+            listeners.push((service, listener));
+        }
+        let signer = TokenSigner::from_pem(&std::fs::read(ISSUER_PRIVATE_KEY)?, "pim", "pim", clock.clone())?;
+        let mut harness = Self {
+            clock,
+            prefix,
+            redis_url,
+            signer,
+            base,
+            urls,
+            services: HashMap::new(),
+            databases: HashMap::new(),
+        };
+        for (service, _) in &listeners {
+            harness.databases.insert(*service, TestDatabase::fresh(*service).await?);
+        }
+        for (service, listener) in listeners {
+            let running = start_service(harness.settings(service)?, harness.clock.clone(), listener).await?;
+            harness.services.insert(service, running);
+        }
+        Ok(harness)
+    }
+
+    /// The settings a service of this harness runs with.
+    pub fn settings(&self, service: ServiceName) -> anyhow::Result<Settings> {
+        let mut source = self.base.clone();
+        if let Some(db) = self.databases.get(&service) {
+            source.set("PIM_DATABASE_URL", db.url.clone());
+        }
+        Ok(Settings::load(service, &source)?)
+    }
+
+    pub fn url(&self, service: ServiceName) -> &str {
+        &self.urls[&service]
+    }
+
+    pub fn service(&self, service: ServiceName) -> &RunningService {
+        &self.services[&service]
+    }
+
+    /// Stops one service (graceful shutdown); its port and database stay reserved for a restart.
+    pub async fn stop_service(&mut self, service: ServiceName) {
+        if let Some(running) = self.services.remove(&service) {
+            running.shutdown().await;
+        }
+    }
+
+    /// Starts a stopped service again on its old port, with its old database.
+    pub async fn restart_service(&mut self, service: ServiceName) -> anyhow::Result<()> {
+        let addr = self.urls[&service].trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind(&addr).await?;
+        let running = start_service(self.settings(service)?, self.clock.clone(), listener).await?;
+        self.services.insert(service, running);
+        Ok(())
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
+
+    /// A token for a person who signed in with a password only.
+    pub fn token(&self, principal: &str) -> String {
+        self.sign(principal, false)
+    }
+
+    /// A token for a person who did MFA.
+    pub fn mfa_token(&self, principal: &str) -> String {
+        self.sign(principal, true)
+    }
+
+    fn sign(&self, principal: &str, mfa: bool) -> String {
+        let mut claims = self.signer.claims(principal, 3600);
+        if mfa {
+            claims.amr.push("mfa".into());
+        }
+        self.signer.sign(&claims).unwrap_or_default()
+    }
+
+    /// A token with the identity of one of PIM's services.
+    pub fn service_token(&self, service: ServiceName) -> String {
+        self.signer.service_token(service.as_str()).unwrap_or_default()
+    }
+
+    /// Clients of `service`, presenting `token`.
+    pub fn client(&self, service: ServiceName, token: &str) -> PimClient {
+        PimClient::connect(self.url(service), Credentials::Token(token.to_owned())).unwrap_or_else(|e| panic!("client: {e}"))
+    }
+
+    /// Polls `check` until it yields a value; gives up after `within`. For effects that arrive
+    /// asynchronously through the bus, never for the passage of domain time.
+    pub async fn eventually<T, F, Fut>(&self, within: Duration, mut check: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(value) = check().await? {
+                return Ok(value);
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not met within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops every service, then drops their databases.
+    pub async fn stop(mut self) {
+        for (_, running) in self.services.drain() {
+            running.shutdown().await;
+        }
+        self.databases.clear();
+    }
+}
