@@ -63,18 +63,30 @@ pub fn dev_secret(data_dir: &std::path::Path) -> anyhow::Result<String> {
     if let Ok(secret) = std::fs::read_to_string(&path) {
         return Ok(secret.trim().to_owned());
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     std::fs::write(&path, &secret)?;
     Ok(secret)
 }
 
 pub async fn start(options: DevOptions) -> anyhow::Result<DevSystem> {
     let secret = dev_secret(&options.data_dir)?;
-    let clock: SharedClock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+    let clock: SharedClock = options
+        .clock
+        .clone()
+        .unwrap_or_else(|| Arc::new(SystemClock));
     let mut listeners = Vec::new();
     for (i, service) in ServiceName::ALL.into_iter().enumerate() {
-        let port = if options.base_port == 0 { 0 } else { options.base_port + i as u16 };
+        let port = if options.base_port == 0 {
+            0
+        } else {
+            options.base_port + i as u16
+        };
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
             .with_context(|| format!("binding the {service} port {port}"))?;
@@ -92,7 +104,10 @@ pub async fn start(options: DevOptions) -> anyhow::Result<DevSystem> {
         base.set("PIM_LOG", "warn");
     }
     for (service, listener) in &listeners {
-        base.set(service.url_key(), format!("http://{}", listener.local_addr()?));
+        base.set(
+            service.url_key(),
+            format!("http://{}", listener.local_addr()?),
+        );
     }
     match &options.redis_url {
         Some(url) => base.set("PIM_REDIS_URL", url.clone()),
@@ -108,7 +123,11 @@ pub async fn start(options: DevOptions) -> anyhow::Result<DevSystem> {
                 pim_db::ensure_postgres_database(server, &name).await?;
                 pim_db::with_database(server, &name)
             }
-            None => format!("sqlite://{}/{}.db?mode=rwc", options.data_dir.display(), service.database_name()),
+            None => format!(
+                "sqlite://{}/{}.db?mode=rwc",
+                options.data_dir.display(),
+                service.database_name()
+            ),
         };
         source.set("PIM_DATABASE_URL", url);
         let settings = Settings::load(service, &source)?;

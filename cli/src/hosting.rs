@@ -18,11 +18,22 @@ pub async fn start_service(settings: Settings, deps: HostDeps) -> anyhow::Result
 pub async fn migrate_service(service: ServiceName, url: &str) -> anyhow::Result<()> {
     let db = pim_db::connect(url, pim_db::PoolSize { max: 2, min: 1 }).await?;
     match service {
-        ServiceName::Assignment => pim_db::migrate::<<pim_assignment::Assignment as ContextService>::Migrator>(&db).await,
-        ServiceName::Activation => pim_db::migrate::<<pim_activation::Activation as ContextService>::Migrator>(&db).await,
-        ServiceName::Approval => pim_db::migrate::<<pim_approval::Approval as ContextService>::Migrator>(&db).await,
-        ServiceName::Notification => pim_db::migrate::<<pim_notification::Notification as ContextService>::Migrator>(&db).await,
-        ServiceName::Audit => pim_db::migrate::<<pim_audit::Audit as ContextService>::Migrator>(&db).await,
+        ServiceName::Assignment => {
+            pim_db::migrate::<<pim_assignment::Assignment as ContextService>::Migrator>(&db).await
+        }
+        ServiceName::Activation => {
+            pim_db::migrate::<<pim_activation::Activation as ContextService>::Migrator>(&db).await
+        }
+        ServiceName::Approval => {
+            pim_db::migrate::<<pim_approval::Approval as ContextService>::Migrator>(&db).await
+        }
+        ServiceName::Notification => {
+            pim_db::migrate::<<pim_notification::Notification as ContextService>::Migrator>(&db)
+                .await
+        }
+        ServiceName::Audit => {
+            pim_db::migrate::<<pim_audit::Audit as ContextService>::Migrator>(&db).await
+        }
     }?;
     db.close().await?;
     Ok(())
@@ -31,10 +42,20 @@ pub async fn migrate_service(service: ServiceName, url: &str) -> anyhow::Result<
 /// The fingerprint of the named context's migrations (names the test templates).
 pub fn migration_fingerprint(service: ServiceName) -> String {
     match service {
-        ServiceName::Assignment => pim_db::migration_fingerprint::<<pim_assignment::Assignment as ContextService>::Migrator>(),
-        ServiceName::Activation => pim_db::migration_fingerprint::<<pim_activation::Activation as ContextService>::Migrator>(),
-        ServiceName::Approval => pim_db::migration_fingerprint::<<pim_approval::Approval as ContextService>::Migrator>(),
-        ServiceName::Notification => pim_db::migration_fingerprint::<<pim_notification::Notification as ContextService>::Migrator>(),
-        ServiceName::Audit => pim_db::migration_fingerprint::<<pim_audit::Audit as ContextService>::Migrator>(),
+        ServiceName::Assignment => pim_db::migration_fingerprint::<
+            <pim_assignment::Assignment as ContextService>::Migrator,
+        >(),
+        ServiceName::Activation => pim_db::migration_fingerprint::<
+            <pim_activation::Activation as ContextService>::Migrator,
+        >(),
+        ServiceName::Approval => {
+            pim_db::migration_fingerprint::<<pim_approval::Approval as ContextService>::Migrator>()
+        }
+        ServiceName::Notification => pim_db::migration_fingerprint::<
+            <pim_notification::Notification as ContextService>::Migrator,
+        >(),
+        ServiceName::Audit => {
+            pim_db::migration_fingerprint::<<pim_audit::Audit as ContextService>::Migrator>()
+        }
     }
 }

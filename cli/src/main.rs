@@ -4,14 +4,18 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use pim_cli::dev::{self, BOOTSTRAP_ADMIN, DevOptions};
 use pim_clock::SystemClock;
 use pim_config::{ServiceName, Settings, Source};
 use pim_host::HostDeps;
 use pim_telemetry::TelemetryOptions;
-use pim_cli::dev::{self, BOOTSTRAP_ADMIN, DevOptions};
 
 #[derive(Parser)]
-#[command(name = "pim", version, about = "Privileged Identity Management: just-in-time, approved, audited access")]
+#[command(
+    name = "pim",
+    version,
+    about = "Privileged Identity Management: just-in-time, approved, audited access"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,14 +69,16 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             redis_url,
             base_port,
-        } => run_dev(DevOptions {
-            data_dir,
-            database_url,
-            redis_url,
-            base_port,
-            clock: None,
-        })
-        .await,
+        } => {
+            run_dev(DevOptions {
+                data_dir,
+                database_url,
+                redis_url,
+                base_port,
+                clock: None,
+            })
+            .await
+        }
         Command::Migrate { service } => {
             let source = Source::from_env()?;
             let url: String = match source.optional("PIM_MIGRATE_DATABASE_URL")? {
@@ -91,7 +97,12 @@ async fn main() -> anyhow::Result<()> {
             ttl_secs,
         } => {
             let secret = dev::dev_secret(&data_dir)?;
-            let signer = pim_auth::TokenSigner::hs256(secret.as_bytes(), "pim", "pim", Arc::new(SystemClock));
+            let signer = pim_auth::TokenSigner::hs256(
+                secret.as_bytes(),
+                "pim",
+                "pim",
+                Arc::new(SystemClock),
+            );
             let mut claims = signer.claims(&principal, ttl_secs);
             if mfa {
                 claims.amr.push("mfa".into());
@@ -148,13 +159,20 @@ async fn run_dev(options: DevOptions) -> anyhow::Result<()> {
     }
     let mut claims = system.signer.claims(BOOTSTRAP_ADMIN, 12 * 3600);
     claims.amr.push("mfa".into());
-    println!("\nBootstrap admin {BOOTSTRAP_ADMIN:?} holds Global Administrator at /. Its token (12 h):\n");
+    println!(
+        "\nBootstrap admin {BOOTSTRAP_ADMIN:?} holds Global Administrator at /. Its token (12 h):\n"
+    );
     println!("  {}\n", system.signer.sign(&claims)?);
     println!(
         "More tokens: cargo run -p pim -- token <principal> [--mfa] --data-dir {}",
         data_dir.display()
     );
-    println!("Try: grpcurl -plaintext {} list\n", system.url(ServiceName::Assignment).trim_start_matches("http://"));
+    println!(
+        "Try: grpcurl -plaintext {} list\n",
+        system
+            .url(ServiceName::Assignment)
+            .trim_start_matches("http://")
+    );
     shutdown_signal().await;
     system.shutdown().await;
     guard.shutdown();
@@ -162,14 +180,18 @@ async fn run_dev(options: DevOptions) -> anyhow::Result<()> {
 }
 
 async fn health(addr: &str) -> anyhow::Result<()> {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient, health_check_response::ServingStatus};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())?
         .timeout(Duration::from_secs(3))
         .connect()
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let status = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await?
         .into_inner()
         .status();

@@ -13,7 +13,10 @@ use tonic_types::StatusExt as _;
 
 pub async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
     let row = db.query_one_raw(stmt(db, sql, [])).await?;
-    Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0))
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 /// Outbox rows other than the security events and the one break-glass seed.
@@ -49,7 +52,14 @@ async fn malformed_requests_get_field_violations_and_write_nothing() -> anyhow::
     fields.sort();
     assert_eq!(fields, ["role_id", "scope"]);
     assert_eq!(business_events(&h, ServiceName::Assignment).await?, 0);
-    assert_eq!(count(h.service(ServiceName::Assignment).db(), "SELECT COUNT(*) AS n FROM schedules").await?, 1);
+    assert_eq!(
+        count(
+            h.service(ServiceName::Assignment).db(),
+            "SELECT COUNT(*) AS n FROM schedules"
+        )
+        .await?,
+        1
+    );
     h.stop().await;
     Ok(())
 }
@@ -60,14 +70,25 @@ async fn missing_forged_expired_and_misdirected_tokens_are_unauthenticated() -> 
     let url = h.url(ServiceName::Assignment).to_owned();
     let good = h.signer().claims(ADMIN, 60);
 
-    let other_key = TokenSigner::from_pem(&std::fs::read(OTHER_PRIVATE_KEY)?, "pim", "pim", h.clock.clone())?;
+    let other_key = TokenSigner::from_pem(
+        &std::fs::read(OTHER_PRIVATE_KEY)?,
+        "pim",
+        "pim",
+        h.clock.clone(),
+    )?;
     let hs256 = TokenSigner::hs256(b"a-shared-secret", "pim", "pim", h.clock.clone());
     let mut wrong_audience = good.clone();
     wrong_audience.aud = "someone-else".into();
     // {"alg":"none"} with the admin's claims and no signature.
     let alg_none = {
         let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
-        let body = h.signer().sign(&good)?.split('.').nth(1).unwrap_or_default().to_owned();
+        let body = h
+            .signer()
+            .sign(&good)?
+            .split('.')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
         format!("{header}.{body}.")
     };
     let expired = h.signer().sign(&good)?;
@@ -96,9 +117,11 @@ async fn missing_forged_expired_and_misdirected_tokens_are_unauthenticated() -> 
             }
             None => {
                 let channel = pim_client::channel(&url, std::time::Duration::from_secs(5))?;
-                pim_proto::assignment::v1::assignment_service_client::AssignmentServiceClient::new(channel)
-                    .create_eligibility_schedule(request)
-                    .await
+                pim_proto::assignment::v1::assignment_service_client::AssignmentServiceClient::new(
+                    channel,
+                )
+                .create_eligibility_schedule(request)
+                .await
             }
         }
         .unwrap_err();
@@ -120,7 +143,11 @@ async fn missing_forged_expired_and_misdirected_tokens_are_unauthenticated() -> 
     // Unauthenticated calls are counted, never stored.
     assert_eq!(business_events(&h, ServiceName::Assignment).await?, 0);
     assert_eq!(
-        count(h.service(ServiceName::Assignment).db(), "SELECT COUNT(*) AS n FROM outbox WHERE event_type LIKE '%.access_denied'").await?,
+        count(
+            h.service(ServiceName::Assignment).db(),
+            "SELECT COUNT(*) AS n FROM outbox WHERE event_type LIKE '%.access_denied'"
+        )
+        .await?,
         0
     );
     h.stop().await;
@@ -128,17 +155,26 @@ async fn missing_forged_expired_and_misdirected_tokens_are_unauthenticated() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn internal_rpcs_refuse_people_and_unlisted_services_with_a_security_event_only() -> anyhow::Result<()> {
+async fn internal_rpcs_refuse_people_and_unlisted_services_with_a_security_event_only()
+-> anyhow::Result<()> {
     let h = Harness::start().await?;
     let provision = ProvisionWindowRequest {
         request_id: "forged".into(),
         principal_id: "mallory".into(),
         role_id: pim_client::roles::GLOBAL_ADMINISTRATOR.into(),
         scope: "/".into(),
-        start_time: Some(pim_proto::timestamp_from_millis(pim_clock::Clock::now_millis(h.clock.as_ref()))),
-        end_time: Some(pim_proto::timestamp_from_millis(pim_clock::Clock::now_millis(h.clock.as_ref()) + 3_600_000)),
+        start_time: Some(pim_proto::timestamp_from_millis(
+            pim_clock::Clock::now_millis(h.clock.as_ref()),
+        )),
+        end_time: Some(pim_proto::timestamp_from_millis(
+            pim_clock::Clock::now_millis(h.clock.as_ref()) + 3_600_000,
+        )),
     };
-    for token in [h.mfa_token(ADMIN), h.token("mallory"), h.service_token(ServiceName::Audit)] {
+    for token in [
+        h.mfa_token(ADMIN),
+        h.token("mallory"),
+        h.service_token(ServiceName::Audit),
+    ] {
         let status = h
             .client(ServiceName::Assignment, &token)
             .assignment_internal()

@@ -12,7 +12,8 @@ use std::{
 use pim_config::ServiceName;
 use pim_db::stmt;
 use pim_events::{
-    ConsumerOptions, EventHandler, HandlerFuture, Inbox, Publisher, RedisConsumer, RedisPublisher, dead_letter_key,
+    ConsumerOptions, EventHandler, HandlerFuture, Inbox, Publisher, RedisConsumer, RedisPublisher,
+    dead_letter_key,
 };
 use pim_proto::events::v1::Event;
 use pim_testkit::{ADMIN, Harness, HarnessOptions, RedisServer, TestDatabase};
@@ -42,12 +43,15 @@ async fn audited_schedules(h: &Harness) -> anyhow::Result<Vec<u64>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_committed_while_redis_is_down_is_delivered_when_it_returns() -> anyhow::Result<()> {
+async fn an_event_committed_while_redis_is_down_is_delivered_when_it_returns() -> anyhow::Result<()>
+{
     let mut redis = RedisServer::spawn().await?;
     let h = Harness::start_with(fault_options(&redis)).await?;
     // The break-glass seed is audited first, so the pipeline is known to work.
-    h.eventually(Duration::from_secs(15), || async { Ok((audited_schedules(&h).await?.len() == 1).then_some(())) })
-        .await?;
+    h.eventually(Duration::from_secs(15), || async {
+        Ok((audited_schedules(&h).await?.len() == 1).then_some(()))
+    })
+    .await?;
 
     redis.stop();
     make_eligible(&h, "alice", "while-redis-is-down").await?;
@@ -65,11 +69,14 @@ async fn an_event_committed_while_redis_is_down_is_delivered_when_it_returns() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_redis_restarts_empty_the_gap_is_replayed_from_the_outbox_once() -> anyhow::Result<()> {
+async fn after_redis_restarts_empty_the_gap_is_replayed_from_the_outbox_once() -> anyhow::Result<()>
+{
     let mut redis = RedisServer::spawn().await?;
     let mut h = Harness::start_with(fault_options(&redis)).await?;
-    h.eventually(Duration::from_secs(15), || async { Ok((audited_schedules(&h).await?.len() == 1).then_some(())) })
-        .await?;
+    h.eventually(Duration::from_secs(15), || async {
+        Ok((audited_schedules(&h).await?.len() == 1).then_some(()))
+    })
+    .await?;
 
     // Audit is away while two events are published; then Redis loses them.
     h.stop_service(ServiceName::Audit).await;
@@ -78,7 +85,11 @@ async fn after_redis_restarts_empty_the_gap_is_replayed_from_the_outbox_once() -
     let assignment_db = h.service(ServiceName::Assignment).db().clone();
     h.eventually(Duration::from_secs(10), || async {
         let row = assignment_db
-            .query_one_raw(stmt(&assignment_db, "SELECT COUNT(*) AS n FROM outbox WHERE published_at_ms IS NOT NULL", []))
+            .query_one_raw(stmt(
+                &assignment_db,
+                "SELECT COUNT(*) AS n FROM outbox WHERE published_at_ms IS NOT NULL",
+                [],
+            ))
             .await?;
         let n: i64 = row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0);
         Ok((n == 3).then_some(()))
@@ -101,7 +112,11 @@ async fn after_redis_restarts_empty_the_gap_is_replayed_from_the_outbox_once() -
         })
         .await?;
     sequences.sort_unstable();
-    assert_eq!(sequences, [1, 2, 3, 4], "nothing lost, nothing applied twice");
+    assert_eq!(
+        sequences,
+        [1, 2, 3, 4],
+        "nothing lost, nothing applied twice"
+    );
     h.stop().await;
     Ok(())
 }
@@ -116,8 +131,12 @@ impl EventHandler for CountingHandler {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             anyhow::ensure!(event.r#type != "test.poison", "poison");
-            txn.execute_raw(stmt(txn, "INSERT INTO effects (event_id) VALUES ($1)", [event.id.clone().into()]))
-                .await?;
+            txn.execute_raw(stmt(
+                txn,
+                "INSERT INTO effects (event_id) VALUES ($1)",
+                [event.id.clone().into()],
+            ))
+            .await?;
             Ok(())
         })
     }
@@ -135,18 +154,26 @@ impl ConsumerFixture {
     async fn new() -> anyhow::Result<Self> {
         let db = TestDatabase::fresh(ServiceName::Audit).await?;
         let conn = pim_db::connect(&db.url, pim_db::PoolSize { max: 4, min: 1 }).await?;
-        conn.execute_unprepared("CREATE TABLE effects (event_id TEXT NOT NULL)").await?;
+        conn.execute_unprepared("CREATE TABLE effects (event_id TEXT NOT NULL)")
+            .await?;
         Ok(Self {
             db,
             conn,
             stream: pim_events::stream_key(&pim_testkit::stream_prefix(), "test"),
-            handler: Arc::new(CountingHandler { calls: AtomicUsize::new(0) }),
+            handler: Arc::new(CountingHandler {
+                calls: AtomicUsize::new(0),
+            }),
             redis_url: pim_testkit::redis_url(),
         })
     }
 
     async fn consumer(&self, name: &str) -> anyhow::Result<RedisConsumer> {
-        let inbox = Inbox::new(self.conn.clone(), Arc::new(pim_clock::SystemClock), "test", self.handler.clone());
+        let inbox = Inbox::new(
+            self.conn.clone(),
+            Arc::new(pim_clock::SystemClock),
+            "test",
+            self.handler.clone(),
+        );
         RedisConsumer::connect(
             &self.redis_url,
             self.stream.clone(),
@@ -175,8 +202,11 @@ impl ConsumerFixture {
     }
 
     async fn pending(&self) -> anyhow::Result<usize> {
-        let mut redis = redis::Client::open(self.redis_url.as_str())?.get_multiplexed_async_connection().await?;
-        let reply: redis::streams::StreamPendingReply = redis.xpending(&self.stream, "test").await?;
+        let mut redis = redis::Client::open(self.redis_url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let reply: redis::streams::StreamPendingReply =
+            redis.xpending(&self.stream, "test").await?;
         Ok(reply.count())
     }
 }
@@ -192,7 +222,8 @@ fn event(kind: &str, sequence: u64) -> Event {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_that_crashes_between_commit_and_ack_gets_the_message_again_and_applies_it_once() -> anyhow::Result<()> {
+async fn a_consumer_that_crashes_between_commit_and_ack_gets_the_message_again_and_applies_it_once()
+-> anyhow::Result<()> {
     let f = ConsumerFixture::new().await?;
     f.publish(&[event("test.fact", 1)]).await?;
     let first = f.consumer("first").await?;
@@ -208,18 +239,27 @@ async fn a_consumer_that_crashes_between_commit_and_ack_gets_the_message_again_a
     assert_eq!(second.reclaim().await?, 1, "reclaimed and acknowledged");
     assert_eq!(f.pending().await?, 0);
     assert_eq!(f.effects().await?, 1, "the effect was applied once");
-    assert_eq!(f.handler.calls.load(Ordering::SeqCst), 1, "the redelivery was a duplicate");
+    assert_eq!(
+        f.handler.calls.load(Ordering::SeqCst),
+        1,
+        "the redelivery was a duplicate"
+    );
     drop(f.db);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_message_is_dead_lettered_after_n_attempts_and_the_consumer_goes_on() -> anyhow::Result<()> {
+async fn a_poison_message_is_dead_lettered_after_n_attempts_and_the_consumer_goes_on()
+-> anyhow::Result<()> {
     let f = ConsumerFixture::new().await?;
     let poison = event("test.poison", 1);
     f.publish(&[poison.clone(), event("test.fact", 2)]).await?;
     let consumer = f.consumer("only").await?;
-    assert_eq!(consumer.consume_new().await?, 1, "the good event goes through");
+    assert_eq!(
+        consumer.consume_new().await?,
+        1,
+        "the good event goes through"
+    );
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(60)).await;
         consumer.reclaim().await?;
@@ -228,12 +268,27 @@ async fn a_poison_message_is_dead_lettered_after_n_attempts_and_the_consumer_goe
         }
     }
     assert_eq!(f.pending().await?, 0, "nothing left pending");
-    assert_eq!(f.handler.calls.load(Ordering::SeqCst), 1 + 3, "one good call, three poison attempts");
-    let mut redis = redis::Client::open(f.redis_url.as_str())?.get_multiplexed_async_connection().await?;
-    let dead: redis::streams::StreamRangeReply = redis.xrange_all(dead_letter_key(&f.stream, "test")).await?;
+    assert_eq!(
+        f.handler.calls.load(Ordering::SeqCst),
+        1 + 3,
+        "one good call, three poison attempts"
+    );
+    let mut redis = redis::Client::open(f.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let dead: redis::streams::StreamRangeReply =
+        redis.xrange_all(dead_letter_key(&f.stream, "test")).await?;
     assert_eq!(dead.ids.len(), 1);
-    let inbox = Inbox::new(f.conn.clone(), Arc::new(pim_clock::SystemClock), "test", f.handler.clone());
-    assert!(inbox.contains(&poison.id).await?, "dead-lettered ids count as handled");
+    let inbox = Inbox::new(
+        f.conn.clone(),
+        Arc::new(pim_clock::SystemClock),
+        "test",
+        f.handler.clone(),
+    );
+    assert!(
+        inbox.contains(&poison.id).await?,
+        "dead-lettered ids count as handled"
+    );
     assert_eq!(f.effects().await?, 1);
     drop(f.db);
     Ok(())

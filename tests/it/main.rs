@@ -1,5 +1,8 @@
 //! The cross-service end-to-end suite: real PostgreSQL, real Redis, real gRPC on loopback.
 
+// Tests may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
 mod bad_input;
 mod bus;
 mod dev;

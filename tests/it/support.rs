@@ -35,17 +35,32 @@ pub fn activation(request_id: &str, minutes: i64) -> SubmitRequest {
         action: RequestAction::SelfActivate.into(),
         role_id: ROLE.into(),
         scope: SCOPE.into(),
-        duration: Some(pim_proto::Duration { seconds: minutes * 60, nanos: 0 }),
+        duration: Some(pim_proto::Duration {
+            seconds: minutes * 60,
+            nanos: 0,
+        }),
         justification: "incident 4711".into(),
         ..Default::default()
     }
 }
 
-pub async fn activate(client: &PimClient, request_id: &str, minutes: i64) -> anyhow::Result<SubmitResponse> {
-    Ok(client.activation().submit(activation(request_id, minutes)).await?.into_inner())
+pub async fn activate(
+    client: &PimClient,
+    request_id: &str,
+    minutes: i64,
+) -> anyhow::Result<SubmitResponse> {
+    Ok(client
+        .activation()
+        .submit(activation(request_id, minutes))
+        .await?
+        .into_inner())
 }
 
-pub async fn check_access(client: &PimClient, principal: &str, scope: &str) -> anyhow::Result<CheckAccessResponse> {
+pub async fn check_access(
+    client: &PimClient,
+    principal: &str,
+    scope: &str,
+) -> anyhow::Result<CheckAccessResponse> {
     Ok(client
         .assignment()
         .check_access(CheckAccessRequest {
@@ -80,10 +95,16 @@ pub async fn audit_records(audit: &PimClient) -> anyhow::Result<Vec<AuditRecord>
 }
 
 /// Waits until the audit trail holds records of all `types` (in any order, each at least once).
-pub async fn await_audited(h: &Harness, audit: &PimClient, types: &[&str]) -> anyhow::Result<Vec<AuditRecord>> {
+pub async fn await_audited(
+    h: &Harness,
+    audit: &PimClient,
+    types: &[&str],
+) -> anyhow::Result<Vec<AuditRecord>> {
     h.eventually(Duration::from_secs(15), || async {
         let records = audit_records(audit).await?;
-        let all = types.iter().all(|t| records.iter().any(|r| r.event_type == *t));
+        let all = types
+            .iter()
+            .all(|t| records.iter().any(|r| r.event_type == *t));
         Ok(all.then_some(records))
     })
     .await

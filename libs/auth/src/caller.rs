@@ -23,7 +23,12 @@ pub enum CallerKind {
 }
 
 impl Caller {
-    pub fn from_subject(subject: String, amr: Vec<String>, auth_time: Option<i64>, acrs: Vec<String>) -> Self {
+    pub fn from_subject(
+        subject: String,
+        amr: Vec<String>,
+        auth_time: Option<i64>,
+        acrs: Vec<String>,
+    ) -> Self {
         let kind = match subject.strip_prefix("service:") {
             Some(name) => CallerKind::Service(name.to_owned()),
             None => CallerKind::Principal,

@@ -47,7 +47,12 @@ impl std::fmt::Debug for TokenSigner {
 
 impl TokenSigner {
     /// An RS256 (RSA key) or ES256 (EC P-256 key) signer from a PEM private key.
-    pub fn from_pem(pem: &[u8], issuer: &str, audience: &str, clock: SharedClock) -> Result<Self, AuthError> {
+    pub fn from_pem(
+        pem: &[u8],
+        issuer: &str,
+        audience: &str,
+        clock: SharedClock,
+    ) -> Result<Self, AuthError> {
         let text = String::from_utf8_lossy(pem);
         let (key, algorithm) = if text.contains("EC PRIVATE KEY") || ec_pkcs8(&text) {
             (EncodingKey::from_ec_pem(pem), Algorithm::ES256)
@@ -60,10 +65,22 @@ impl TokenSigner {
 
     /// A dev-mode HS256 signer.
     pub fn hs256(secret: &[u8], issuer: &str, audience: &str, clock: SharedClock) -> Self {
-        Self::new(EncodingKey::from_secret(secret), Algorithm::HS256, issuer, audience, clock)
+        Self::new(
+            EncodingKey::from_secret(secret),
+            Algorithm::HS256,
+            issuer,
+            audience,
+            clock,
+        )
     }
 
-    fn new(key: EncodingKey, algorithm: Algorithm, issuer: &str, audience: &str, clock: SharedClock) -> Self {
+    fn new(
+        key: EncodingKey,
+        algorithm: Algorithm,
+        issuer: &str,
+        audience: &str,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             key: Arc::new(key),
             algorithm,
@@ -89,7 +106,8 @@ impl TokenSigner {
     }
 
     pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
-        jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.key).map_err(|e| AuthError::Key(e.to_string()))
+        jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.key)
+            .map_err(|e| AuthError::Key(e.to_string()))
     }
 
     /// A short-lived token for one of PIM's services: `sub = service:<name>`.

@@ -57,7 +57,12 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(key: KeyMaterial, issuer: &str, audience: &str, clock: SharedClock) -> Result<Self, AuthError> {
+    pub fn new(
+        key: KeyMaterial,
+        issuer: &str,
+        audience: &str,
+        clock: SharedClock,
+    ) -> Result<Self, AuthError> {
         let (key, algorithm) = match key {
             KeyMaterial::Hs256(secret) => (Ok(DecodingKey::from_secret(&secret)), Algorithm::HS256),
             KeyMaterial::Pem(pem) => {
@@ -119,7 +124,12 @@ impl Verifier {
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
-        Ok(Caller::from_subject(claims.sub, claims.amr, claims.auth_time, claims.acrs))
+        Ok(Caller::from_subject(
+            claims.sub,
+            claims.amr,
+            claims.auth_time,
+            claims.acrs,
+        ))
     }
 }
 
@@ -136,7 +146,13 @@ mod tests {
     fn setup() -> (Arc<ManualClock>, TokenSigner, Verifier) {
         let clock = ManualClock::starting_now();
         let signer = TokenSigner::hs256(b"k1", "pim", "pim", clock.clone());
-        let verifier = Verifier::new(KeyMaterial::Hs256(b"k1".to_vec()), "pim", "pim", clock.clone()).unwrap();
+        let verifier = Verifier::new(
+            KeyMaterial::Hs256(b"k1".to_vec()),
+            "pim",
+            "pim",
+            clock.clone(),
+        )
+        .unwrap();
         (clock, signer, verifier)
     }
 
@@ -144,10 +160,14 @@ mod tests {
     fn a_valid_token_yields_its_caller() {
         let (_, signer, verifier) = setup();
         let token = signer.sign(&signer.claims("alice", 60)).unwrap();
-        let caller = verifier.verify_header(Some(&format!("Bearer {token}"))).unwrap();
+        let caller = verifier
+            .verify_header(Some(&format!("Bearer {token}")))
+            .unwrap();
         assert_eq!(caller.subject, "alice");
         assert!(!caller.did_mfa());
-        let service = verifier.verify(&signer.service_token("activation").unwrap()).unwrap();
+        let service = verifier
+            .verify(&signer.service_token("activation").unwrap())
+            .unwrap();
         assert_eq!(service.service(), Some("activation"));
     }
 
@@ -166,10 +186,16 @@ mod tests {
         let (clock, signer, verifier) = setup();
         let mut claims = signer.claims("alice", 60);
         claims.aud = "other".into();
-        assert!(matches!(verifier.verify(&signer.sign(&claims).unwrap()), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify(&signer.sign(&claims).unwrap()),
+            Err(AuthError::Invalid(_))
+        ));
         let mut claims = signer.claims("alice", 60);
         claims.iss = "evil".into();
-        assert!(matches!(verifier.verify(&signer.sign(&claims).unwrap()), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify(&signer.sign(&claims).unwrap()),
+            Err(AuthError::Invalid(_))
+        ));
         let other = TokenSigner::hs256(b"k2", "pim", "pim", clock);
         assert!(matches!(
             verifier.verify(&other.sign(&other.claims("alice", 60)).unwrap()),
@@ -183,7 +209,10 @@ mod tests {
         // {"alg":"none","typ":"JWT"}.{"sub":"alice"...}.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSIsImlzcyI6InBpbSIsImF1ZCI6InBpbSIsImV4cCI6OTk5OTk5OTk5OX0.";
         assert_eq!(verifier.verify(none), Err(AuthError::Malformed));
-        assert_eq!(verifier.verify_header(Some("Basic abc")), Err(AuthError::Malformed));
+        assert_eq!(
+            verifier.verify_header(Some("Basic abc")),
+            Err(AuthError::Malformed)
+        );
         assert_eq!(verifier.verify_header(None), Err(AuthError::Missing));
     }
 }

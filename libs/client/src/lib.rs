@@ -57,7 +57,10 @@ impl ServiceToken {
 
     fn current(&self) -> Result<String, Status> {
         let now = self.clock.now().timestamp();
-        let mut cached = self.cached.lock().map_err(|_| Status::internal("token cache poisoned"))?;
+        let mut cached = self
+            .cached
+            .lock()
+            .map_err(|_| Status::internal("token cache poisoned"))?;
         if let Some((token, minted)) = cached.as_ref()
             // Service tokens live 300 s; re-mint after 240 s, or if the clock moved backwards.
             && now >= *minted
@@ -121,7 +124,10 @@ impl PimClient {
     }
 
     pub fn connect(url: &str, credentials: Credentials) -> anyhow::Result<Self> {
-        Ok(Self::new(channel(url, Duration::from_secs(10))?, credentials))
+        Ok(Self::new(
+            channel(url, Duration::from_secs(10))?,
+            credentials,
+        ))
     }
 
     pub fn assignment(&self) -> AssignmentServiceClient<AuthorizedChannel> {
@@ -129,7 +135,10 @@ impl PimClient {
     }
 
     pub fn assignment_internal(&self) -> AssignmentInternalServiceClient<AuthorizedChannel> {
-        AssignmentInternalServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+        AssignmentInternalServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.authorize.clone(),
+        )
     }
 
     pub fn activation(&self) -> ActivationServiceClient<AuthorizedChannel> {

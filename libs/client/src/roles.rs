@@ -10,4 +10,9 @@ pub const GLOBAL_READER: &str = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
 pub const ACCESS_CHECKER: &str = "pim-access-checker";
 
 /// Roles that may read the audit trail and other PIM-wide state.
-pub const READERS: [&str; 4] = [GLOBAL_ADMINISTRATOR, GLOBAL_READER, SECURITY_READER, SECURITY_ADMINISTRATOR];
+pub const READERS: [&str; 4] = [
+    GLOBAL_ADMINISTRATOR,
+    GLOBAL_READER,
+    SECURITY_READER,
+    SECURITY_ADMINISTRATOR,
+];

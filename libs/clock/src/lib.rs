@@ -49,7 +49,8 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        self.millis.fetch_add(by.num_milliseconds(), Ordering::SeqCst);
+        self.millis
+            .fetch_add(by.num_milliseconds(), Ordering::SeqCst);
     }
 
     pub fn set(&self, to: DateTime<Utc>) {
@@ -66,7 +67,9 @@ impl Clock for ManualClock {
 /// An instant from stored milliseconds. Out-of-range values clamp to the epoch rather than panic,
 /// because stored values come from PIM itself and a clamp is visible in any check.
 pub fn from_millis(millis: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(millis).single().unwrap_or_default()
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -141,7 +141,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn load(service: ServiceName, source: &Source) -> Result<Self, ConfigError> {
-        let millis = |key: &str, default: u64| source.get::<u64>(key, default).map(Duration::from_millis);
+        let millis =
+            |key: &str, default: u64| source.get::<u64>(key, default).map(Duration::from_millis);
         let listen = match source.raw("PIM_LISTEN_ADDR") {
             Some(_) => source.required("PIM_LISTEN_ADDR")?,
             None => SocketAddr::from(([0, 0, 0, 0], service.default_port())),
@@ -216,7 +217,13 @@ impl Settings {
                 .collect::<Result<_, _>>()?,
             break_glass_principals: source
                 .raw("PIM_BREAK_GLASS_PRINCIPALS")
-                .map(|raw| raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }
@@ -245,7 +252,10 @@ mod tests {
     fn defaults_give_the_documented_ports() {
         let settings = Settings::load(ServiceName::Audit, &minimal()).unwrap();
         assert_eq!(settings.grpc.listen.port(), 50055);
-        assert_eq!(settings.peer_url(ServiceName::Assignment), "http://127.0.0.1:50051");
+        assert_eq!(
+            settings.peer_url(ServiceName::Assignment),
+            "http://127.0.0.1:50051"
+        );
         assert_eq!(settings.db.pool_max, 10);
     }
 
@@ -254,7 +264,10 @@ mod tests {
         let mut source = minimal();
         source.set("PIM_AUTH_DEV_HS256_SECRET", "s3cret");
         let err = Settings::load(ServiceName::Assignment, &source).unwrap_err();
-        assert!(err.to_string().contains("PIM_AUTH_DEV_HS256_SECRET"), "{err}");
+        assert!(
+            err.to_string().contains("PIM_AUTH_DEV_HS256_SECRET"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -34,9 +34,14 @@ impl Source {
     }
 
     /// Values given explicitly, as tests and `pim dev` do.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         Self {
-            values: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
         }
     }
 
@@ -46,7 +51,10 @@ impl Source {
 
     /// The raw value, treating an empty string as unset.
     pub fn raw(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn get<T>(&self, key: &str, default: T) -> Result<T, ConfigError>
@@ -73,7 +81,9 @@ impl Source {
         T: FromStr,
         T::Err: Display,
     {
-        self.optional(key)?.ok_or_else(|| ConfigError::Missing { key: key.to_owned() })
+        self.optional(key)?.ok_or_else(|| ConfigError::Missing {
+            key: key.to_owned(),
+        })
     }
 }
 
@@ -82,10 +92,12 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-        key: key.to_owned(),
-        message: format!("{raw:?}: {e}"),
-    })
+    raw.trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Invalid {
+            key: key.to_owned(),
+            message: format!("{raw:?}: {e}"),
+        })
 }
 
 fn parse_file(path: &str, text: &str) -> Result<HashMap<String, String>, ConfigError> {
@@ -99,7 +111,10 @@ fn parse_file(path: &str, text: &str) -> Result<HashMap<String, String>, ConfigE
             path: path.to_owned(),
             message: format!("line {}: expected KEY=VALUE", number + 1),
         })?;
-        values.insert(key.trim().to_owned(), value.trim().trim_matches('"').to_owned());
+        values.insert(
+            key.trim().to_owned(),
+            value.trim().trim_matches('"').to_owned(),
+        );
     }
     Ok(values)
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, Statement,
+};
 use sea_orm_migration::MigratorTrait;
 
 pub use sea_orm;
@@ -13,7 +15,11 @@ pub use sea_orm_migration;
 
 /// A raw statement for either backend. Queries are written with PostgreSQL's `$N`
 /// placeholders; SQLite gets `?N`, which binds by the same index.
-pub fn stmt(conn: &impl ConnectionTrait, sql: &str, values: impl IntoIterator<Item = sea_orm::Value>) -> Statement {
+pub fn stmt(
+    conn: &impl ConnectionTrait,
+    sql: &str,
+    values: impl IntoIterator<Item = sea_orm::Value>,
+) -> Statement {
     let backend = conn.get_database_backend();
     let sql = match backend {
         DatabaseBackend::Sqlite => sql.replace('$', "?"),
@@ -141,8 +147,14 @@ mod tests {
 
     #[test]
     fn database_urls_swap_the_database() {
-        assert_eq!(with_database("postgres://u:p@h:5432/postgres", "pim_audit"), "postgres://u:p@h:5432/pim_audit");
-        assert_eq!(with_database("postgres://h?sslmode=require", "x"), "postgres://h/x?sslmode=require");
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/postgres", "pim_audit"),
+            "postgres://u:p@h:5432/pim_audit"
+        );
+        assert_eq!(
+            with_database("postgres://h?sslmode=require", "x"),
+            "postgres://h/x?sslmode=require"
+        );
     }
 
     #[test]

@@ -14,7 +14,11 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn new(event_type: impl Into<String>, subject: impl Into<String>, payload: prost_types::Any) -> Self {
+    pub fn new(
+        event_type: impl Into<String>,
+        subject: impl Into<String>,
+        payload: prost_types::Any,
+    ) -> Self {
         Self {
             event_type: event_type.into(),
             subject: subject.into(),

@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use sea_orm::ConnectionTrait;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Inbox, ReplaySource, outbox::millis, };
+use crate::{Inbox, ReplaySource, outbox::millis};
 use pim_db::stmt;
 
 pub struct GapFiller {
@@ -24,7 +24,14 @@ pub struct GapFiller {
 }
 
 impl GapFiller {
-    pub fn new(inbox: Inbox, producer: &str, source: Arc<dyn ReplaySource>, grace: Duration, interval: Duration, max_attempts: u64) -> Self {
+    pub fn new(
+        inbox: Inbox,
+        producer: &str,
+        source: Arc<dyn ReplaySource>,
+        grace: Duration,
+        interval: Duration,
+        max_attempts: u64,
+    ) -> Self {
         Self {
             inbox,
             producer: producer.to_owned(),

@@ -9,7 +9,7 @@ use pim_proto::events::v1::Event;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tracing::Instrument as _;
 
-use crate::{envelope::trace_of, };
+use crate::envelope::trace_of;
 use pim_db::stmt;
 
 pub type HandlerFuture<'a> = BoxFuture<'a, anyhow::Result<()>>;
@@ -37,7 +37,12 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    pub fn new(db: DatabaseConnection, clock: SharedClock, consumer: &str, handler: Arc<dyn EventHandler>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        clock: SharedClock,
+        consumer: &str,
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
         Self {
             db,
             clock,
@@ -85,11 +90,18 @@ impl Inbox {
 
     /// Records that `event` was dead-lettered, so gap detection counts it as handled.
     pub async fn dead_lettered(&self, event: &Event) -> anyhow::Result<()> {
-        self.record(&self.db, event, "dead_lettered").await.map(|_| ())
+        self.record(&self.db, event, "dead_lettered")
+            .await
+            .map(|_| ())
     }
 
     /// Inserts the inbox row; `false` when the event id was already there.
-    async fn record(&self, conn: &impl ConnectionTrait, event: &Event, outcome: &str) -> anyhow::Result<bool> {
+    async fn record(
+        &self,
+        conn: &impl ConnectionTrait,
+        event: &Event,
+        outcome: &str,
+    ) -> anyhow::Result<bool> {
         let inserted = conn
             .execute_raw(stmt(
                 conn,
@@ -112,7 +124,11 @@ impl Inbox {
     pub async fn contains(&self, event_id: &str) -> anyhow::Result<bool> {
         Ok(self
             .db
-            .query_one_raw(stmt(&self.db, "SELECT 1 AS one FROM inbox WHERE event_id = $1", [event_id.into()]))
+            .query_one_raw(stmt(
+                &self.db,
+                "SELECT 1 AS one FROM inbox WHERE event_id = $1",
+                [event_id.into()],
+            ))
             .await?
             .is_some())
     }

@@ -2,7 +2,7 @@
 //! producer, and its inbox and per-producer progress as a consumer.
 
 use sea_orm::{ConnectionTrait, DatabaseBackend};
-use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager, async_trait, DbErr};
+use sea_orm_migration::{DbErr, MigrationName, MigrationTrait, SchemaManager, async_trait};
 
 /// Include it in every service's migrator.
 pub struct EventTablesMigration;

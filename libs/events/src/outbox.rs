@@ -10,7 +10,7 @@ use prost::Message as _;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::Notify;
 
-use crate::{NewEvent, };
+use crate::NewEvent;
 use pim_db::stmt;
 
 /// One producer's outbox. Cloning is cheap.
@@ -40,7 +40,11 @@ impl Outbox {
 
     /// Writes `event` inside the caller's transaction and returns its id. The current span's
     /// trace context travels with it.
-    pub async fn enqueue(&self, txn: &impl ConnectionTrait, event: NewEvent) -> anyhow::Result<uuid::Uuid> {
+    pub async fn enqueue(
+        &self,
+        txn: &impl ConnectionTrait,
+        event: NewEvent,
+    ) -> anyhow::Result<uuid::Uuid> {
         let id = uuid::Uuid::now_v7();
         let trace = pim_telemetry::current_trace_context();
         let envelope = Event {
@@ -60,7 +64,11 @@ impl Outbox {
         txn.execute_raw(stmt(
             txn,
             "INSERT INTO outbox (event_id, event_type, envelope) VALUES ($1, $2, $3)",
-            [id.to_string().into(), event.event_type.into(), envelope.encode_to_vec().into()],
+            [
+                id.to_string().into(),
+                event.event_type.into(),
+                envelope.encode_to_vec().into(),
+            ],
         ))
         .await
         .context("writing the outbox row")?;

@@ -12,7 +12,10 @@ use prost::Message as _;
 use redis::{
     AsyncCommands as _, RedisResult, Value,
     aio::ConnectionManager,
-    streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply, StreamPendingReply, StreamReadReply},
+    streams::{
+        StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply,
+        StreamPendingReply, StreamReadReply,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -94,7 +97,9 @@ impl Publisher for RedisPublisher {
                     StreamPendingReply::Data(data) => parse_id(&data.start_id),
                     _ => parse_id(&found.last_delivered_id).map(|(ms, seq)| (ms, seq + 1)),
                 };
-                let Some(id) = acknowledged_below else { return Ok(()) };
+                let Some(id) = acknowledged_below else {
+                    return Ok(());
+                };
                 floor = Some(floor.map_or(id, |f| f.min(id)));
             }
             if let Some((ms, seq)) = floor {
@@ -143,7 +148,12 @@ enum Disposition {
 }
 
 impl RedisConsumer {
-    pub async fn connect(url: &str, stream: String, inbox: Inbox, options: ConsumerOptions) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        stream: String,
+        inbox: Inbox,
+        options: ConsumerOptions,
+    ) -> anyhow::Result<Self> {
         let redis = connect(url).await?;
         let dead_letters = dead_letter_key(&stream, &options.group);
         let consumer = Self {
@@ -160,7 +170,9 @@ impl RedisConsumer {
     /// Creates the group from the start of the stream; an existing group is fine.
     async fn ensure_group(&self) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();
-        let created: RedisResult<()> = redis.xgroup_create_mkstream(&self.stream, &self.options.group, "0").await;
+        let created: RedisResult<()> = redis
+            .xgroup_create_mkstream(&self.stream, &self.options.group, "0")
+            .await;
         match created {
             Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
             _ => Ok(()),
@@ -262,7 +274,10 @@ impl RedisConsumer {
     async fn dead_letter(&self, entry: &StreamId, event: Option<&Event>) -> anyhow::Result<()> {
         let mut redis = self.redis.clone();
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.dead_letters).arg("*").arg("source_id").arg(&entry.id);
+        cmd.arg(&self.dead_letters)
+            .arg("*")
+            .arg("source_id")
+            .arg(&entry.id);
         for (field, value) in &entry.map {
             if let Value::BulkString(bytes) = value {
                 cmd.arg(field).arg(bytes.as_slice());

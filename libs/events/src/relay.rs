@@ -11,12 +11,8 @@ use pim_proto::events::v1::Event;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 
+use crate::{Outbox, outbox::stamp};
 use pim_db::stmt;
-use crate::{
-    Outbox,
-    outbox::stamp,
-
-};
 
 /// Where published events go.
 pub trait Publisher: Send + Sync + 'static {
@@ -63,7 +59,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(db: DatabaseConnection, outbox: Outbox, publisher: Arc<dyn Publisher>, options: RelayOptions) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        outbox: Outbox,
+        publisher: Arc<dyn Publisher>,
+        options: RelayOptions,
+    ) -> Self {
         Self {
             db,
             outbox,
@@ -117,7 +118,9 @@ impl Relay {
     }
 
     /// Holds a session advisory lock on a dedicated connection for as long as this relay leads.
-    async fn try_lead(&self) -> anyhow::Result<Option<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>>> {
+    async fn try_lead(
+        &self,
+    ) -> anyhow::Result<Option<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>>> {
         let pool = self.db.get_postgres_connection_pool();
         let mut connection = pool.acquire().await?;
         let key = lock_key(&format!("pim.relay.{}", self.outbox.producer()));
@@ -151,7 +154,10 @@ impl Relay {
             let envelope: Vec<u8> = row.try_get("", "envelope")?;
             events.push(stamp(&envelope, sequence as u64, now)?);
         }
-        self.publisher.publish(&events).await.context("publishing")?;
+        self.publisher
+            .publish(&events)
+            .await
+            .context("publishing")?;
         let first = events.first().map(|e| e.sequence).unwrap_or_default() as i64;
         let last = events.last().map(|e| e.sequence).unwrap_or_default() as i64;
         self.db
@@ -217,7 +223,8 @@ impl Relay {
 
     /// Drops published rows older than the replay window, and trims the stream.
     async fn housekeeping(&self) -> anyhow::Result<()> {
-        let horizon = self.outbox.clock().now_millis() - self.options.replay_window.as_millis() as i64;
+        let horizon =
+            self.outbox.clock().now_millis() - self.options.replay_window.as_millis() as i64;
         self.db
             .execute_raw(stmt(
                 &self.db,

@@ -18,7 +18,11 @@ const MAX_REPLAY: u32 = 1000;
 /// Published events of one producer, from a sequence on.
 pub trait ReplaySource: Send + Sync + 'static {
     /// Events with `sequence >= from_sequence`, in order, and the producer's head sequence.
-    fn replay(&self, from_sequence: u64, limit: u32) -> BoxFuture<'_, anyhow::Result<(Vec<Event>, u64)>>;
+    fn replay(
+        &self,
+        from_sequence: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, anyhow::Result<(Vec<Event>, u64)>>;
 }
 
 /// Reads a producer's outbox table directly: the replay server's source, and the in-process bus.
@@ -35,8 +39,15 @@ impl OutboxReplaySource {
 }
 
 impl ReplaySource for OutboxReplaySource {
-    fn replay(&self, from_sequence: u64, limit: u32) -> BoxFuture<'_, anyhow::Result<(Vec<Event>, u64)>> {
-        Box::pin(self.outbox.published_from(&self.db, from_sequence, limit.min(MAX_REPLAY)))
+    fn replay(
+        &self,
+        from_sequence: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, anyhow::Result<(Vec<Event>, u64)>> {
+        Box::pin(
+            self.outbox
+                .published_from(&self.db, from_sequence, limit.min(MAX_REPLAY)),
+        )
     }
 }
 
@@ -47,7 +58,10 @@ pub struct GrpcReplaySource<F> {
 
 impl<F> GrpcReplaySource<F>
 where
-    F: Fn(ReplayRequest) -> BoxFuture<'static, Result<ReplayResponse, Status>> + Send + Sync + 'static,
+    F: Fn(ReplayRequest) -> BoxFuture<'static, Result<ReplayResponse, Status>>
+        + Send
+        + Sync
+        + 'static,
 {
     pub fn new(call: F) -> Self {
         Self { call }
@@ -56,10 +70,20 @@ where
 
 impl<F> ReplaySource for GrpcReplaySource<F>
 where
-    F: Fn(ReplayRequest) -> BoxFuture<'static, Result<ReplayResponse, Status>> + Send + Sync + 'static,
+    F: Fn(ReplayRequest) -> BoxFuture<'static, Result<ReplayResponse, Status>>
+        + Send
+        + Sync
+        + 'static,
 {
-    fn replay(&self, from_sequence: u64, limit: u32) -> BoxFuture<'_, anyhow::Result<(Vec<Event>, u64)>> {
-        let call = (self.call)(ReplayRequest { from_sequence, limit });
+    fn replay(
+        &self,
+        from_sequence: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, anyhow::Result<(Vec<Event>, u64)>> {
+        let call = (self.call)(ReplayRequest {
+            from_sequence,
+            limit,
+        });
         Box::pin(async move {
             let response = call.await?;
             Ok((response.events, response.head_sequence))
@@ -83,7 +107,10 @@ impl ReplayServer {
 
 #[tonic::async_trait]
 impl EventReplayService for ReplayServer {
-    async fn replay(&self, request: Request<ReplayRequest>) -> Result<Response<ReplayResponse>, Status> {
+    async fn replay(
+        &self,
+        request: Request<ReplayRequest>,
+    ) -> Result<Response<ReplayResponse>, Status> {
         let request = request.into_inner();
         if request.from_sequence == 0 {
             return Err(pim_grpc::ApiError::InvalidArgument(vec![(
@@ -92,12 +119,19 @@ impl EventReplayService for ReplayServer {
             )])
             .into());
         }
-        let limit = if request.limit == 0 { MAX_REPLAY } else { request.limit };
+        let limit = if request.limit == 0 {
+            MAX_REPLAY
+        } else {
+            request.limit
+        };
         let (events, head_sequence) = self
             .source
             .replay(request.from_sequence, limit)
             .await
             .map_err(|e| Status::from(pim_grpc::ApiError::Internal(e)))?;
-        Ok(Response::new(ReplayResponse { events, head_sequence }))
+        Ok(Response::new(ReplayResponse {
+            events,
+            head_sequence,
+        }))
     }
 }

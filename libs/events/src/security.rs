@@ -33,10 +33,22 @@ pub struct SecurityEvents {
 
 impl SecurityEvents {
     /// Starts the writer task and returns the handle requests use.
-    pub fn start(db: DatabaseConnection, outbox: Outbox, per_minute: u32, cancel: CancellationToken) -> Self {
+    pub fn start(
+        db: DatabaseConnection,
+        outbox: Outbox,
+        per_minute: u32,
+        cancel: CancellationToken,
+    ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let overflow = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_denials(db, outbox, per_minute, receiver, overflow.clone(), cancel));
+        tokio::spawn(write_denials(
+            db,
+            outbox,
+            per_minute,
+            receiver,
+            overflow.clone(),
+            cancel,
+        ));
         Self { sender, overflow }
     }
 }

@@ -31,8 +31,10 @@ impl AccessPolicy {
     /// Allows only these services on every method under `prefix`, for example
     /// `/pim.assignment.v1.AssignmentInternalService/ProvisionWindow`.
     pub fn allow_services(mut self, prefix: &str, services: &[&str]) -> Self {
-        self.rules
-            .push((prefix.to_owned(), services.iter().map(|s| (*s).to_owned()).collect()));
+        self.rules.push((
+            prefix.to_owned(),
+            services.iter().map(|s| (*s).to_owned()).collect(),
+        ));
         self
     }
 
@@ -44,7 +46,11 @@ impl AccessPolicy {
             .iter()
             .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
             .max_by_key(|(prefix, _)| prefix.len())?;
-        Some(caller.service().is_some_and(|name| rule.1.iter().any(|s| s == name)))
+        Some(
+            caller
+                .service()
+                .is_some_and(|name| rule.1.iter().any(|s| s == name)),
+        )
     }
 }
 
@@ -117,7 +123,10 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
         if !is_open(&path) {
-            let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+            let header = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
             let caller = match self.state.verifier.verify_header(header) {
                 Ok(caller) => caller,
                 Err(e) => {
@@ -131,7 +140,8 @@ where
                 self.state
                     .denials
                     .record_denial(&path, &caller.subject, "NOT_ON_ALLOW_LIST");
-                let status = Status::permission_denied(format!("{} may not call {path}", caller.subject));
+                let status =
+                    Status::permission_denied(format!("{} may not call {path}", caller.subject));
                 return Box::pin(async move { Ok(status.into_http()) });
             }
             request.extensions_mut().insert(caller);
@@ -163,12 +173,27 @@ mod tests {
     #[test]
     fn internal_methods_admit_only_listed_services() {
         let policy = AccessPolicy::default()
-            .allow_services("/pim.events.v1.EventReplayService/", &["audit", "activation"])
-            .allow_services("/pim.assignment.v1.AssignmentInternalService/", &["activation"]);
+            .allow_services(
+                "/pim.events.v1.EventReplayService/",
+                &["audit", "activation"],
+            )
+            .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/",
+                &["activation"],
+            );
         let path = "/pim.assignment.v1.AssignmentInternalService/ProvisionWindow";
-        assert_eq!(policy.permits(path, &caller("service:activation")), Some(true));
+        assert_eq!(
+            policy.permits(path, &caller("service:activation")),
+            Some(true)
+        );
         assert_eq!(policy.permits(path, &caller("service:audit")), Some(false));
         assert_eq!(policy.permits(path, &caller("alice")), Some(false));
-        assert_eq!(policy.permits("/pim.assignment.v1.AssignmentService/CheckAccess", &caller("alice")), None);
+        assert_eq!(
+            policy.permits(
+                "/pim.assignment.v1.AssignmentService/CheckAccess",
+                &caller("alice")
+            ),
+            None
+        );
     }
 }

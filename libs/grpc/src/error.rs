@@ -16,9 +16,15 @@ pub enum ApiError {
     InvalidArgument(Vec<(String, String)>),
     /// A refusal by a rule, with a stable reason such as `NOT_ELIGIBLE`.
     #[error("{message}")]
-    FailedPrecondition { reason: &'static str, message: String },
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
     #[error("{message}")]
-    PermissionDenied { reason: &'static str, message: String },
+    PermissionDenied {
+        reason: &'static str,
+        message: String,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -43,10 +49,18 @@ impl From<ApiError> for Status {
                     .map(|v| format!("{}: {}", v.field, v.description))
                     .collect::<Vec<_>>()
                     .join("; ");
-                Status::with_error_details(Code::InvalidArgument, message, ErrorDetails::with_bad_request(violations))
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    message,
+                    ErrorDetails::with_bad_request(violations),
+                )
             }
-            ApiError::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
-            ApiError::PermissionDenied { reason, message } => with_reason(Code::PermissionDenied, reason, message),
+            ApiError::FailedPrecondition { reason, message } => {
+                with_reason(Code::FailedPrecondition, reason, message)
+            }
+            ApiError::PermissionDenied { reason, message } => {
+                with_reason(Code::PermissionDenied, reason, message)
+            }
             ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),
             ApiError::AlreadyExists(message) => Status::already_exists(message),
             ApiError::Unavailable(message) => Status::unavailable(message),
@@ -122,7 +136,10 @@ mod tests {
             message: "no eligibility".into(),
         });
         assert_eq!(status.code(), Code::FailedPrecondition);
-        assert_eq!(status.get_error_details().error_info().unwrap().reason, "NOT_ELIGIBLE");
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "NOT_ELIGIBLE"
+        );
         let status = Status::from(ApiError::Internal(anyhow::anyhow!("password=hunter2")));
         assert!(!status.message().contains("hunter2"));
     }

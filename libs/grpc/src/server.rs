@@ -27,7 +27,10 @@ pub struct ServerOptions {
 pub async fn serve(
     listener: TcpListener,
     mut routes: RoutesBuilder,
-    health: (HealthReporter, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>),
+    health: (
+        HealthReporter,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ),
     options: ServerOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -42,7 +45,11 @@ pub async fn serve(
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::new(options.concurrency_limit))
         .layer(TraceLayer::new(options.service))
-        .layer(AuthLayer::new(options.verifier, options.policy, options.denials))
+        .layer(AuthLayer::new(
+            options.verifier,
+            options.policy,
+            options.denials,
+        ))
         .into_inner();
     routes.add_service(health_service).add_service(reflection);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -58,11 +65,16 @@ pub async fn serve(
         result = &mut server => return result.map_err(Into::into),
         () = shutdown.cancelled() => {}
     }
-    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     match tokio::time::timeout(drain, server).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => {
-            tracing::warn!(service = options.service, "drain deadline passed; closing remaining connections");
+            tracing::warn!(
+                service = options.service,
+                "drain deadline passed; closing remaining connections"
+            );
             Ok(())
         }
     }

@@ -52,7 +52,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let request_id = match request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        let request_id = match request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(id) if !id.is_empty() && id.len() <= 128 => id.to_owned(),
             _ => uuid::Uuid::now_v7().to_string(),
         };
@@ -60,7 +64,10 @@ where
             request.headers_mut().insert(REQUEST_ID, value);
         }
         let path = request.uri().path();
-        let (rpc_service, rpc_method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+        let (rpc_service, rpc_method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((path, ""));
         let span = tracing::info_span!(
             "grpc.server",
             otel.name = %path.trim_start_matches('/'),

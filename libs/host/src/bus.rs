@@ -15,7 +15,10 @@ use ServiceName::{Activation, Approval, Assignment, Audit, Notification};
 /// (consumer, producers it subscribes to). The one table of subscriptions: consumers start
 /// from it, and relays trim a stream only once every group listed here acknowledged an entry.
 pub const SUBSCRIPTIONS: &[(ServiceName, &[ServiceName])] = &[
-    (Audit, &[Assignment, Activation, Approval, Notification, Audit]),
+    (
+        Audit,
+        &[Assignment, Activation, Approval, Notification, Audit],
+    ),
     (Activation, &[]),
     (Assignment, &[]),
     (Approval, &[]),
@@ -67,7 +70,11 @@ struct LocalSource {
 }
 
 impl ReplaySource for LocalSource {
-    fn replay(&self, from_sequence: u64, limit: u32) -> BoxFuture<'_, anyhow::Result<(Vec<Event>, u64)>> {
+    fn replay(
+        &self,
+        from_sequence: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, anyhow::Result<(Vec<Event>, u64)>> {
         // A producer not started yet has published nothing.
         let source = self
             .bus

@@ -2,8 +2,8 @@
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
-use pim_clock::SharedClock;
 use pim_client::{Credentials, PimClient};
+use pim_clock::SharedClock;
 use pim_config::{ServiceName, Settings};
 use pim_events::{EventHandler, Outbox, SecurityEvents};
 use pim_grpc::AccessPolicy;

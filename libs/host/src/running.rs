@@ -56,7 +56,10 @@ impl RunningService {
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tracker.close();
-        if tokio::time::timeout(self.drain, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.drain, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(service = %self.name, "tasks still running after the drain deadline");
         }
         if let Err(e) = self.context.db.clone().close().await {
@@ -69,7 +72,8 @@ pub(crate) fn verifier(settings: &Settings, clock: SharedClock) -> anyhow::Resul
     let auth = &settings.auth;
     let key = match (&auth.public_key_file, &auth.dev_hs256_secret) {
         (Some(path), _) => KeyMaterial::Pem(
-            std::fs::read(path).with_context(|| format!("PIM_AUTH_PUBLIC_KEY_FILE {}", path.display()))?,
+            std::fs::read(path)
+                .with_context(|| format!("PIM_AUTH_PUBLIC_KEY_FILE {}", path.display()))?,
         ),
         (None, Some(secret)) if auth.dev_mode => KeyMaterial::Hs256(secret.as_bytes().to_vec()),
         _ => anyhow::bail!("configuration key PIM_AUTH_PUBLIC_KEY_FILE is required"),
@@ -81,16 +85,28 @@ pub(crate) fn signer(settings: &Settings, clock: SharedClock) -> anyhow::Result<
     let auth = &settings.auth;
     match (&auth.service_signing_key_file, &auth.dev_hs256_secret) {
         (Some(path), _) => {
-            let pem = std::fs::read(path).with_context(|| format!("PIM_SERVICE_SIGNING_KEY_FILE {}", path.display()))?;
-            TokenSigner::from_pem(&pem, &auth.issuer, &auth.audience, clock).context("PIM_SERVICE_SIGNING_KEY_FILE")
+            let pem = std::fs::read(path)
+                .with_context(|| format!("PIM_SERVICE_SIGNING_KEY_FILE {}", path.display()))?;
+            TokenSigner::from_pem(&pem, &auth.issuer, &auth.audience, clock)
+                .context("PIM_SERVICE_SIGNING_KEY_FILE")
         }
-        (None, Some(secret)) if auth.dev_mode => Ok(TokenSigner::hs256(secret.as_bytes(), &auth.issuer, &auth.audience, clock)),
-        _ => anyhow::bail!("configuration key PIM_SERVICE_SIGNING_KEY_FILE is required to call peers"),
+        (None, Some(secret)) if auth.dev_mode => Ok(TokenSigner::hs256(
+            secret.as_bytes(),
+            &auth.issuer,
+            &auth.audience,
+            clock,
+        )),
+        _ => anyhow::bail!(
+            "configuration key PIM_SERVICE_SIGNING_KEY_FILE is required to call peers"
+        ),
     }
 }
 
 /// Starts context `S`: database and migrations, relay, consumers, gap fillers, gRPC server.
-pub async fn start<S: ContextService>(settings: Settings, deps: HostDeps) -> anyhow::Result<RunningService> {
+pub async fn start<S: ContextService>(
+    settings: Settings,
+    deps: HostDeps,
+) -> anyhow::Result<RunningService> {
     let name = S::NAME;
     let settings = Arc::new(settings);
     let db = pim_db::connect(
@@ -140,12 +156,29 @@ pub async fn start<S: ContextService>(settings: Settings, deps: HostDeps) -> any
     let redis_url = events.redis_url.clone();
     match (&redis_url, &deps.local_bus) {
         (Some(url), _) => {
-            let groups = consumers_of(name).iter().map(|c| c.as_str().to_owned()).collect();
-            let publisher = RedisPublisher::connect(url, stream_key(&events.stream_prefix, name.as_str()), groups).await?;
-            tracker.spawn(Relay::new(db.clone(), outbox.clone(), Arc::new(publisher), relay_options).run(cancel.clone()));
+            let groups = consumers_of(name)
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect();
+            let publisher = RedisPublisher::connect(
+                url,
+                stream_key(&events.stream_prefix, name.as_str()),
+                groups,
+            )
+            .await?;
+            tracker.spawn(
+                Relay::new(
+                    db.clone(),
+                    outbox.clone(),
+                    Arc::new(publisher),
+                    relay_options,
+                )
+                .run(cancel.clone()),
+            );
             if let Some(handler) = &built.handler {
                 for &producer in producers_for(name) {
-                    let inbox = Inbox::new(db.clone(), clock.clone(), name.as_str(), handler.clone());
+                    let inbox =
+                        Inbox::new(db.clone(), clock.clone(), name.as_str(), handler.clone());
                     let consumer = RedisConsumer::connect(
                         url,
                         stream_key(&events.stream_prefix, producer.as_str()),
@@ -164,21 +197,44 @@ pub async fn start<S: ContextService>(settings: Settings, deps: HostDeps) -> any
                     let client = peers.get(producer).replay();
                     let source = GrpcReplaySource::new(move |request| {
                         let mut client = client.clone();
-                        Box::pin(async move { client.replay(request).await.map(tonic::Response::into_inner) })
+                        Box::pin(async move {
+                            client
+                                .replay(request)
+                                .await
+                                .map(tonic::Response::into_inner)
+                        })
                     });
-                    let filler = GapFiller::new(inbox, producer.as_str(), Arc::new(source), events.gap_grace, events.gap_check, events.max_attempts);
+                    let filler = GapFiller::new(
+                        inbox,
+                        producer.as_str(),
+                        Arc::new(source),
+                        events.gap_grace,
+                        events.gap_check,
+                        events.max_attempts,
+                    );
                     tracker.spawn(filler.run(cancel.clone()));
                 }
             }
         }
         (None, Some(bus)) => {
             bus.register(name, OutboxReplaySource::new(db.clone(), outbox.clone()));
-            tracker.spawn(Relay::new(db.clone(), outbox.clone(), Arc::new(()), relay_options).run(cancel.clone()));
+            tracker.spawn(
+                Relay::new(db.clone(), outbox.clone(), Arc::new(()), relay_options)
+                    .run(cancel.clone()),
+            );
             if let Some(handler) = &built.handler {
                 for &producer in producers_for(name) {
-                    let inbox = Inbox::new(db.clone(), clock.clone(), name.as_str(), handler.clone());
+                    let inbox =
+                        Inbox::new(db.clone(), clock.clone(), name.as_str(), handler.clone());
                     // Grace zero: every published event is due at once; the outbox is the bus.
-                    let filler = GapFiller::new(inbox, producer.as_str(), bus.source(producer), Duration::ZERO, Duration::from_millis(25), events.max_attempts);
+                    let filler = GapFiller::new(
+                        inbox,
+                        producer.as_str(),
+                        bus.source(producer),
+                        Duration::ZERO,
+                        Duration::from_millis(25),
+                        events.max_attempts,
+                    );
                     tracker.spawn(filler.run(cancel.clone()));
                 }
             }
@@ -194,16 +250,22 @@ pub async fn start<S: ContextService>(settings: Settings, deps: HostDeps) -> any
     };
     let addr = listener.local_addr()?;
     let mut routes = built.routes;
-    routes.add_service(EventReplayServiceServer::new(ReplayServer::new(OutboxReplaySource::new(
-        db.clone(),
-        outbox.clone(),
-    ))));
+    routes.add_service(EventReplayServiceServer::new(ReplayServer::new(
+        OutboxReplaySource::new(db.clone(), outbox.clone()),
+    )));
     let all: Vec<&str> = ServiceName::ALL.iter().map(|s| s.as_str()).collect();
     let policy = S::access_policy().allow_services("/pim.events.v1.EventReplayService/", &all);
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
     check_health(&reporter, &db, redis_url.as_deref()).await;
-    tracker.spawn(watch_health(reporter.clone(), db.clone(), redis_url, cancel.clone()));
+    tracker.spawn(watch_health(
+        reporter.clone(),
+        db.clone(),
+        redis_url,
+        cancel.clone(),
+    ));
     let options = ServerOptions {
         service: name.as_str(),
         timeout: settings.grpc.timeout,
@@ -215,7 +277,15 @@ pub async fn start<S: ContextService>(settings: Settings, deps: HostDeps) -> any
     };
     let server_cancel = cancel.clone();
     tracker.spawn(async move {
-        if let Err(e) = pim_grpc::serve(listener, routes, (reporter, health_service), options, server_cancel).await {
+        if let Err(e) = pim_grpc::serve(
+            listener,
+            routes,
+            (reporter, health_service),
+            options,
+            server_cancel,
+        )
+        .await
+        {
             tracing::error!(service = %name, error = ?e, "gRPC server failed");
         }
     });
@@ -246,15 +316,25 @@ async fn check_health(reporter: &HealthReporter, db: &DatabaseConnection, redis_
 }
 
 async fn ping_redis(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else { return false };
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
     let connect = client.get_multiplexed_async_connection();
     match tokio::time::timeout(Duration::from_secs(2), connect).await {
-        Ok(Ok(mut connection)) => redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok(),
+        Ok(Ok(mut connection)) => redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .is_ok(),
         _ => false,
     }
 }
 
-async fn watch_health(reporter: HealthReporter, db: DatabaseConnection, redis_url: Option<String>, cancel: CancellationToken) {
+async fn watch_health(
+    reporter: HealthReporter,
+    db: DatabaseConnection,
+    redis_url: Option<String>,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => {

@@ -35,7 +35,8 @@ pub mod audit {
 }
 
 /// The encoded `FileDescriptorSet` of every PIM package, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pim_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/pim_descriptor.bin"));
 
 pub use prost_types::{Any, Duration, Timestamp};
 

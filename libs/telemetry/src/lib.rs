@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
 pub use propagation::{
-    TraceContext, current_trace_context, current_trace_id, inject_into_metadata, set_parent_from_http,
-    set_parent_from,
+    TraceContext, current_trace_context, current_trace_id, inject_into_metadata, set_parent_from,
+    set_parent_from_http,
 };
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -63,7 +63,9 @@ pub fn init(options: &TelemetryOptions) -> anyhow::Result<TelemetryGuard> {
             .with_filter(log_filter)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_filter(log_filter).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_filter(log_filter)
+            .boxed()
     };
     let (otel_layer, provider) = match &options.otlp_endpoint {
         None => (None, None),
@@ -82,7 +84,8 @@ pub fn init(options: &TelemetryOptions) -> anyhow::Result<TelemetryGuard> {
                 .with_resource(resource)
                 .build();
             let tracer = provider.tracer("pim");
-            let trace_filter = EnvFilter::try_new(&options.trace_filter).context("PIM_TRACE_FILTER")?;
+            let trace_filter =
+                EnvFilter::try_new(&options.trace_filter).context("PIM_TRACE_FILTER")?;
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
                 .with_filter(trace_filter);

@@ -88,5 +88,7 @@ pub fn inject_into_metadata(metadata: &mut tonic::metadata::MetadataMap) {
         }
     }
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Metadata(metadata)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut Metadata(metadata))
+    });
 }

@@ -40,7 +40,11 @@ pub struct Harness {
 }
 
 /// Starts one context with the harness's settings; used to restart a service mid-test.
-pub async fn start_service(settings: Settings, clock: Arc<ManualClock>, listener: TcpListener) -> anyhow::Result<RunningService> {
+pub async fn start_service(
+    settings: Settings,
+    clock: Arc<ManualClock>,
+    listener: TcpListener,
+) -> anyhow::Result<RunningService> {
     pim_cli::start_service(
         settings,
         HostDeps {
@@ -85,7 +89,12 @@ impl Harness {
             urls.insert(service, url);
             listeners.push((service, listener));
         }
-        let signer = TokenSigner::from_pem(&std::fs::read(ISSUER_PRIVATE_KEY)?, "pim", "pim", clock.clone())?;
+        let signer = TokenSigner::from_pem(
+            &std::fs::read(ISSUER_PRIVATE_KEY)?,
+            "pim",
+            "pim",
+            clock.clone(),
+        )?;
         let mut harness = Self {
             clock,
             prefix,
@@ -97,10 +106,13 @@ impl Harness {
             databases: HashMap::new(),
         };
         for (service, _) in &listeners {
-            harness.databases.insert(*service, TestDatabase::fresh(*service).await?);
+            harness
+                .databases
+                .insert(*service, TestDatabase::fresh(*service).await?);
         }
         for (service, listener) in listeners {
-            let running = start_service(harness.settings(service)?, harness.clock.clone(), listener).await?;
+            let running =
+                start_service(harness.settings(service)?, harness.clock.clone(), listener).await?;
             harness.services.insert(service, running);
         }
         Ok(harness)
@@ -163,12 +175,15 @@ impl Harness {
 
     /// A token with the identity of one of PIM's services.
     pub fn service_token(&self, service: ServiceName) -> String {
-        self.signer.service_token(service.as_str()).unwrap_or_default()
+        self.signer
+            .service_token(service.as_str())
+            .unwrap_or_default()
     }
 
     /// Clients of `service`, presenting `token`.
     pub fn client(&self, service: ServiceName, token: &str) -> PimClient {
-        PimClient::connect(self.url(service), Credentials::Token(token.to_owned())).unwrap_or_else(|e| panic!("client: {e}"))
+        PimClient::connect(self.url(service), Credentials::Token(token.to_owned()))
+            .unwrap_or_else(|e| panic!("client: {e}"))
     }
 
     /// Polls `check` until it yields a value; gives up after `within`. For effects that arrive
@@ -183,7 +198,10 @@ impl Harness {
             if let Some(value) = check().await? {
                 return Ok(value);
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not met within {within:?}");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -8,7 +8,10 @@ mod postgres;
 mod redis_server;
 
 pub use engines::{postgres_url, redis_url};
-pub use harness::{ADMIN, Harness, HarnessOptions, ISSUER_PRIVATE_KEY, ISSUER_PUBLIC_KEY, OTHER_PRIVATE_KEY, start_service};
+pub use harness::{
+    ADMIN, Harness, HarnessOptions, ISSUER_PRIVATE_KEY, ISSUER_PUBLIC_KEY, OTHER_PRIVATE_KEY,
+    start_service,
+};
 pub use postgres::TestDatabase;
 pub use redis_server::RedisServer;
 

@@ -9,9 +9,9 @@ use std::{
 };
 
 use anyhow::Context as _;
+use pim_config::ServiceName;
 use pim_db::{PoolSize, with_database};
 use sea_orm::{ConnectionTrait, Database};
-use pim_config::ServiceName;
 
 use crate::engines::postgres_url;
 
@@ -30,7 +30,9 @@ impl TestDatabase {
         let name = format!("t_{service}_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&server).await?;
         admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+            .execute_unprepared(&format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+            ))
             .await
             .with_context(|| format!("cloning {template}"))?;
         admin.close().await?;
@@ -47,11 +49,18 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         let server = postgres_url();
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             runtime.block_on(async {
                 if let Ok(admin) = Database::connect(&server).await {
                     let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
                         .await;
                     let _ = admin.close().await;
                 }
@@ -68,26 +77,33 @@ async fn ensure_template(service: ServiceName, server: &str, template: &str) -> 
     sea_orm::sqlx::query("SELECT pg_advisory_lock(724001)")
         .execute(&mut *lock)
         .await?;
-    let exists: Option<(i32,)> = sea_orm::sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(template)
-        .fetch_optional(&mut *lock)
-        .await?;
+    let exists: Option<(i32,)> =
+        sea_orm::sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(template)
+            .fetch_optional(&mut *lock)
+            .await?;
     let result = async {
         if exists.is_some() {
             return Ok(());
         }
         // Build under another name and rename, so a crash never leaves a half-migrated template.
         let building = format!("{template}_building");
-        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")))
-            .execute(&mut *lock)
-            .await?;
-        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{building}\"")))
-            .execute(&mut *lock)
-            .await?;
+        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"
+        )))
+        .execute(&mut *lock)
+        .await?;
+        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{building}\""
+        )))
+        .execute(&mut *lock)
+        .await?;
         pim_cli::migrate_service(service, &with_database(server, &building)).await?;
-        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\"")))
-            .execute(&mut *lock)
-            .await?;
+        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{building}\" RENAME TO \"{template}\""
+        )))
+        .execute(&mut *lock)
+        .await?;
         anyhow::Ok(())
     }
     .await;
@@ -106,7 +122,9 @@ pub(crate) fn throwaway_postgres() -> anyhow::Result<String> {
         .and_then(|versions| versions.filter_map(Result::ok).map(|v| v.path().join("bin")).find(|b| b.join("postgres").exists()))
         .context("PostgreSQL is neither reachable on 127.0.0.1:5432 nor installed: apt-get install postgresql, or set PIM_TEST_DATABASE_URL")?;
     let dir = PathBuf::from(format!("/tmp/pim-test-pg-{}", std::process::id()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     std::fs::create_dir_all(&dir)?;
     // postgres refuses to run as root.
     let as_postgres = |program: PathBuf| {
@@ -114,7 +132,10 @@ pub(crate) fn throwaway_postgres() -> anyhow::Result<String> {
         command.args(["-u", "postgres", "--"]).arg(program);
         command
     };
-    Command::new("chown").args(["postgres:postgres"]).arg(&dir).status()?;
+    Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&dir)
+        .status()?;
     let status = as_postgres(bin.join("initdb"))
         .args(["-D"])
         .arg(dir.join("data"))
@@ -125,14 +146,25 @@ pub(crate) fn throwaway_postgres() -> anyhow::Result<String> {
     as_postgres(bin.join("postgres"))
         .arg("-D")
         .arg(dir.join("data"))
-        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=500", "-k"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=500",
+            "-k",
+        ])
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "throwaway PostgreSQL did not start");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "throwaway PostgreSQL did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))

@@ -39,7 +39,16 @@ impl RedisServer {
 
     fn start_blocking(&mut self) -> anyhow::Result<()> {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -47,7 +56,11 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
@@ -66,7 +79,8 @@ impl RedisServer {
         self.stop();
         let port = self.port;
         let mut fresh = Self { port, child: None };
-        let fresh = tokio::task::spawn_blocking(move || fresh.start_blocking().map(|()| fresh)).await??;
+        let fresh =
+            tokio::task::spawn_blocking(move || fresh.start_blocking().map(|()| fresh)).await??;
         *self = fresh;
         Ok(())
     }

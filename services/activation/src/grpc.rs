@@ -5,8 +5,8 @@ use pim_grpc::{ApiError, Violations, caller};
 use pim_host::HostContext;
 use pim_proto::{
     activation::v1::{
-        ActivationRequest, GetActivationRequestRequest, GetActivationRequestResponse, RequestStatus, SubmitRequest,
-        SubmitResponse, activation_service_server::ActivationService,
+        ActivationRequest, GetActivationRequestRequest, GetActivationRequestResponse,
+        RequestStatus, SubmitRequest, SubmitResponse, activation_service_server::ActivationService,
     },
     assignment::v1::{CheckEligibilityRequest, ProvisionWindowRequest},
     timestamp_from_millis,
@@ -35,7 +35,9 @@ fn internal(e: anyhow::Error) -> Status {
 fn from_peer(status: Status) -> Status {
     match status.code() {
         Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound => status,
-        Code::Unavailable | Code::DeadlineExceeded => Status::unavailable("the assignment service did not answer"),
+        Code::Unavailable | Code::DeadlineExceeded => {
+            Status::unavailable("the assignment service did not answer")
+        }
         _ => {
             tracing::error!(code = ?status.code(), message = status.message(), "assignment call failed");
             Status::internal("internal error")
@@ -45,7 +47,10 @@ fn from_peer(status: Status) -> Status {
 
 #[tonic::async_trait]
 impl ActivationService for ActivationApi {
-    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
         let caller = caller(&request)?;
         let correlation = request
             .metadata()
@@ -58,10 +63,19 @@ impl ActivationService for ActivationApi {
         let duration_ms = rules::validate(&req, &mut v);
         v.check().map_err(Status::from)?;
         if caller.service().is_some() {
-            return Err(Status::permission_denied("activation requests come from principals, not services"));
+            return Err(Status::permission_denied(
+                "activation requests come from principals, not services",
+            ));
         }
-        if let Some(existing) = self.store.find(&caller.subject, &req.request_id).await.map_err(internal)? {
-            return Ok(Response::new(SubmitResponse { request: Some(existing) }));
+        if let Some(existing) = self
+            .store
+            .find(&caller.subject, &req.request_id)
+            .await
+            .map_err(internal)?
+        {
+            return Ok(Response::new(SubmitResponse {
+                request: Some(existing),
+            }));
         }
         let assignment = self.ctx.peers.get(ServiceName::Assignment);
         let eligibility = pim_client::retry_idempotent(|| {
@@ -79,7 +93,10 @@ impl ActivationService for ActivationApi {
         if !eligibility.eligible {
             return Err(ApiError::FailedPrecondition {
                 reason: "NOT_ELIGIBLE",
-                message: format!("{} is not eligible for role {} at {}", caller.subject, req.role_id, req.scope),
+                message: format!(
+                    "{} is not eligible for role {} at {}",
+                    caller.subject, req.role_id, req.scope
+                ),
             }
             .into());
         }
@@ -100,10 +117,19 @@ impl ActivationService for ActivationApi {
             window_id: String::new(),
         };
         if req.validate_only {
-            return Ok(Response::new(SubmitResponse { request: Some(pending) }));
+            return Ok(Response::new(SubmitResponse {
+                request: Some(pending),
+            }));
         }
-        let correlation = if correlation.is_empty() { pending.id.clone() } else { correlation };
-        self.store.submit(&self.ctx.outbox, &pending, &correlation).await.map_err(internal)?;
+        let correlation = if correlation.is_empty() {
+            pending.id.clone()
+        } else {
+            correlation
+        };
+        self.store
+            .submit(&self.ctx.outbox, &pending, &correlation)
+            .await
+            .map_err(internal)?;
         self.ctx.outbox.wake();
         let provision = ProvisionWindowRequest {
             request_id: pending.id.clone(),
@@ -130,7 +156,9 @@ impl ActivationService for ActivationApi {
             .await
             .map_err(internal)?;
         self.ctx.outbox.wake();
-        Ok(Response::new(SubmitResponse { request: Some(granted) }))
+        Ok(Response::new(SubmitResponse {
+            request: Some(granted),
+        }))
     }
 
     async fn get_activation_request(
@@ -145,7 +173,9 @@ impl ActivationService for ActivationApi {
         match self.store.get(&id).await.map_err(internal)? {
             // Someone else's request is reported as absent, not as forbidden.
             Some(found) if found.principal_id == caller.subject => {
-                Ok(Response::new(GetActivationRequestResponse { request: Some(found) }))
+                Ok(Response::new(GetActivationRequestResponse {
+                    request: Some(found),
+                }))
             }
             _ => Err(ApiError::NotFound(format!("activation request {id}")).into()),
         }

@@ -24,6 +24,9 @@ impl ContextService for Activation {
         let api = grpc::ActivationApi::new(store::Store::new(ctx.db.clone()), ctx);
         let mut routes = RoutesBuilder::default();
         routes.add_service(ActivationServiceServer::new(api));
-        Ok(Built { routes, handler: None })
+        Ok(Built {
+            routes,
+            handler: None,
+        })
     }
 }

@@ -2,7 +2,9 @@
 
 use pim_events::EventTablesMigration;
 use sea_orm::ConnectionTrait;
-use sea_orm_migration::{DbErr, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait};
+use sea_orm_migration::{
+    DbErr, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait,
+};
 
 pub struct Migrator;
 
@@ -49,7 +51,10 @@ impl MigrationTrait for Requests {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared("DROP TABLE requests;").await?;
+        manager
+            .get_connection()
+            .execute_unprepared("DROP TABLE requests;")
+            .await?;
         Ok(())
     }
 }

@@ -52,7 +52,10 @@ mod tests {
             action: RequestAction::SelfActivate.into(),
             role_id: "role".into(),
             scope: "/".into(),
-            duration: Some(Duration { seconds: minutes * 60, nanos: 0 }),
+            duration: Some(Duration {
+                seconds: minutes * 60,
+                nanos: 0,
+            }),
             justification: "incident 42".into(),
             ..SubmitRequest::default()
         }

@@ -29,7 +29,11 @@ impl Store {
         Self { db }
     }
 
-    pub async fn find(&self, principal: &str, client_request_id: &str) -> anyhow::Result<Option<ActivationRequest>> {
+    pub async fn find(
+        &self,
+        principal: &str,
+        client_request_id: &str,
+    ) -> anyhow::Result<Option<ActivationRequest>> {
         self.db
             .query_one_raw(stmt(
                 &self.db,
@@ -43,14 +47,23 @@ impl Store {
 
     pub async fn get(&self, id: &str) -> anyhow::Result<Option<ActivationRequest>> {
         self.db
-            .query_one_raw(stmt(&self.db, "SELECT * FROM requests WHERE id = $1", [id.into()]))
+            .query_one_raw(stmt(
+                &self.db,
+                "SELECT * FROM requests WHERE id = $1",
+                [id.into()],
+            ))
             .await?
             .map(|row| request(&row))
             .transpose()
     }
 
     /// Records a submitted request and `activation.request_submitted`.
-    pub async fn submit(&self, outbox: &Outbox, request: &ActivationRequest, correlation: &str) -> anyhow::Result<()> {
+    pub async fn submit(
+        &self,
+        outbox: &Outbox,
+        request: &ActivationRequest,
+        correlation: &str,
+    ) -> anyhow::Result<()> {
         let txn = self.db.begin().await?;
         let ticket = request.ticket.clone().unwrap_or_default();
         txn.execute_raw(stmt(
@@ -77,21 +90,35 @@ impl Store {
         let payload = RequestSubmitted {
             request: Some(request.clone()),
         };
-        let event = NewEvent::new("activation.request_submitted", request.id.clone(), pim_proto::pack(&payload))
-            .by(&request.principal_id)
-            .correlated(correlation);
+        let event = NewEvent::new(
+            "activation.request_submitted",
+            request.id.clone(),
+            pim_proto::pack(&payload),
+        )
+        .by(&request.principal_id)
+        .correlated(correlation);
         outbox.enqueue(&txn, event).await?;
         txn.commit().await?;
         Ok(())
     }
 
     /// Marks the request provisioned with its window, and announces `activation.request_granted`.
-    pub async fn granted(&self, outbox: &Outbox, mut request: ActivationRequest, window_id: &str, correlation: &str) -> anyhow::Result<ActivationRequest> {
+    pub async fn granted(
+        &self,
+        outbox: &Outbox,
+        mut request: ActivationRequest,
+        window_id: &str,
+        correlation: &str,
+    ) -> anyhow::Result<ActivationRequest> {
         let txn = self.db.begin().await?;
         txn.execute_raw(stmt(
             &txn,
             "UPDATE requests SET status = $1, window_id = $2 WHERE id = $3",
-            [status_text(RequestStatus::Provisioned).into(), window_id.into(), request.id.clone().into()],
+            [
+                status_text(RequestStatus::Provisioned).into(),
+                window_id.into(),
+                request.id.clone().into(),
+            ],
         ))
         .await?;
         request.status = RequestStatus::Provisioned.into();
@@ -99,9 +126,13 @@ impl Store {
         let payload = RequestGranted {
             request: Some(request.clone()),
         };
-        let event = NewEvent::new("activation.request_granted", request.id.clone(), pim_proto::pack(&payload))
-            .by(&request.principal_id)
-            .correlated(correlation);
+        let event = NewEvent::new(
+            "activation.request_granted",
+            request.id.clone(),
+            pim_proto::pack(&payload),
+        )
+        .by(&request.principal_id)
+        .correlated(correlation);
         outbox.enqueue(&txn, event).await?;
         txn.commit().await?;
         Ok(request)
@@ -138,6 +169,8 @@ fn request(row: &QueryResult) -> anyhow::Result<ActivationRequest> {
         start_time: Some(timestamp_from_millis(row.try_get("", "start_ms")?)),
         end_time: Some(timestamp_from_millis(row.try_get("", "end_ms")?)),
         created_at: Some(timestamp_from_millis(row.try_get("", "created_at_ms")?)),
-        window_id: row.try_get::<Option<String>>("", "window_id")?.unwrap_or_default(),
+        window_id: row
+            .try_get::<Option<String>>("", "window_id")?
+            .unwrap_or_default(),
     })
 }

@@ -7,8 +7,9 @@ use pim_host::HostContext;
 use pim_proto::{
     assignment::v1::{
         CheckAccessRequest, CheckAccessResponse, CheckEligibilityRequest, CheckEligibilityResponse,
-        CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse, ProvisionWindowRequest,
-        ProvisionWindowResponse, Schedule, ScheduleKind, assignment_internal_service_server::AssignmentInternalService,
+        CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse,
+        ProvisionWindowRequest, ProvisionWindowResponse, Schedule, ScheduleKind,
+        assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
     },
     millis_from_timestamp, timestamp_from_millis,
@@ -33,7 +34,8 @@ pub struct AssignmentApi {
 type Result<T> = std::result::Result<T, AssignmentError>;
 
 fn invalid(v: Violations) -> Result<()> {
-    v.check().map_err(|e| AssignmentError::Invalid(InvalidInput(e)))
+    v.check()
+        .map_err(|e| AssignmentError::Invalid(InvalidInput(e)))
 }
 
 fn correlation<T>(request: &Request<T>) -> String {
@@ -52,17 +54,30 @@ impl AssignmentApi {
 
     async fn decide(&self, principal: &str, role: &str, scope: &Scope) -> Result<Decision> {
         let scopes = scope.with_ancestors();
-        let active = self.store.schedules(ScheduleKind::Active, principal, role, &scopes).await?;
+        let active = self
+            .store
+            .schedules(ScheduleKind::Active, principal, role, &scopes)
+            .await?;
         let windows = self.store.windows(principal, role, &scopes).await?;
         Ok(decide(&active, &windows, self.ctx.clock.now_millis()))
     }
 
     /// The eligibility that covers now and lasts longest, if any.
-    async fn eligibility(&self, principal: &str, role: &str, scope: &Scope) -> Result<Option<Interval>> {
+    async fn eligibility(
+        &self,
+        principal: &str,
+        role: &str,
+        scope: &Scope,
+    ) -> Result<Option<Interval>> {
         let now = self.ctx.clock.now_millis();
         let schedules = self
             .store
-            .schedules(ScheduleKind::Eligible, principal, role, &scope.with_ancestors())
+            .schedules(
+                ScheduleKind::Eligible,
+                principal,
+                role,
+                &scope.with_ancestors(),
+            )
             .await?;
         Ok(schedules
             .into_iter()
@@ -72,7 +87,10 @@ impl AssignmentApi {
 
     async fn holds_any(&self, principal: &str, role_ids: &[&str], scope: &Scope) -> Result<bool> {
         for role in role_ids {
-            if matches!(self.decide(principal, role, scope).await?, Decision::Allowed { .. }) {
+            if matches!(
+                self.decide(principal, role, scope).await?,
+                Decision::Allowed { .. }
+            ) {
                 return Ok(true);
             }
         }
@@ -81,7 +99,9 @@ impl AssignmentApi {
 
     /// Refuses, and records the denial through the rate-limited security path.
     fn deny(&self, caller: &Caller, method: &str, message: String) -> AssignmentError {
-        self.ctx.security.record_denial(method, &caller.subject, "NOT_AUTHORIZED");
+        self.ctx
+            .security
+            .record_denial(method, &caller.subject, "NOT_AUTHORIZED");
         AssignmentError::Forbidden(message)
     }
 }
@@ -110,15 +130,28 @@ impl AssignmentService for AssignmentApi {
         v.require("role_id", &req.role_id);
         let scope = parse_scope(&req.scope, "scope", &mut v);
         let now = self.ctx.clock.now_millis();
-        let start_ms = req.start_time.as_ref().map(millis_from_timestamp).unwrap_or(now);
+        let start_ms = req
+            .start_time
+            .as_ref()
+            .map(millis_from_timestamp)
+            .unwrap_or(now);
         let end_ms = req.end_time.as_ref().map(millis_from_timestamp);
         if end_ms.is_some_and(|end| end <= start_ms) {
             v.add("end_time", "must be after start_time");
         }
         invalid(v)?;
-        let Some(scope) = scope else { return Err(Status::internal("scope vanished")) };
+        let Some(scope) = scope else {
+            return Err(Status::internal("scope vanished"));
+        };
         if !self
-            .holds_any(&caller.subject, &[roles::GLOBAL_ADMINISTRATOR, roles::PRIVILEGED_ROLE_ADMINISTRATOR], &scope)
+            .holds_any(
+                &caller.subject,
+                &[
+                    roles::GLOBAL_ADMINISTRATOR,
+                    roles::PRIVILEGED_ROLE_ADMINISTRATOR,
+                ],
+                &scope,
+            )
             .await?
         {
             return Err(self
@@ -137,7 +170,8 @@ impl AssignmentService for AssignmentApi {
             start_ms,
             end_ms,
             created_by: caller.subject.clone(),
-            request_key: (!req.request_id.is_empty()).then(|| format!("{}/{}", caller.subject, req.request_id)),
+            request_key: (!req.request_id.is_empty())
+                .then(|| format!("{}/{}", caller.subject, req.request_id)),
             justification: req.justification,
         };
         if req.validate_only {
@@ -179,11 +213,17 @@ impl AssignmentService for AssignmentApi {
         v.require("role_id", &req.role_id);
         let scope = parse_scope(&req.scope, "scope", &mut v);
         invalid(v)?;
-        let Some(scope) = scope else { return Err(Status::internal("scope vanished")) };
+        let Some(scope) = scope else {
+            return Err(Status::internal("scope vanished"));
+        };
         if caller.subject != req.principal_id && caller.service().is_none() {
-            return Err(Status::permission_denied("only the principal itself or a PIM service may check eligibility"));
+            return Err(Status::permission_denied(
+                "only the principal itself or a PIM service may check eligibility",
+            ));
         }
-        let found = self.eligibility(&req.principal_id, &req.role_id, &scope).await?;
+        let found = self
+            .eligibility(&req.principal_id, &req.role_id, &scope)
+            .await?;
         Ok(Response::new(match found {
             Some(schedule) => CheckEligibilityResponse {
                 eligible: true,
@@ -194,7 +234,10 @@ impl AssignmentService for AssignmentApi {
         }))
     }
 
-    async fn check_access(&self, request: Request<CheckAccessRequest>) -> std::result::Result<Response<CheckAccessResponse>, Status> {
+    async fn check_access(
+        &self,
+        request: Request<CheckAccessRequest>,
+    ) -> std::result::Result<Response<CheckAccessResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
@@ -202,14 +245,20 @@ impl AssignmentService for AssignmentApi {
         v.require("role_id", &req.role_id);
         let scope = parse_scope(&req.scope, "scope", &mut v);
         invalid(v)?;
-        let Some(scope) = scope else { return Err(Status::internal("scope vanished")) };
+        let Some(scope) = scope else {
+            return Err(Status::internal("scope vanished"));
+        };
         // Anyone may check their own access; PIM's services and Access Checkers check others'.
         let root = Scope::parse("/").map_err(|_| Status::internal("root scope"))?;
         if caller.subject != req.principal_id
             && caller.service().is_none()
-            && !self.holds_any(&caller.subject, &[roles::ACCESS_CHECKER], &root).await?
+            && !self
+                .holds_any(&caller.subject, &[roles::ACCESS_CHECKER], &root)
+                .await?
         {
-            return Err(Status::permission_denied("checking another principal's access needs the Access Checker role"));
+            return Err(Status::permission_denied(
+                "checking another principal's access needs the Access Checker role",
+            ));
         }
         let decision = self.decide(&req.principal_id, &req.role_id, &scope).await?;
         Ok(Response::new(match decision {
@@ -246,15 +295,28 @@ impl AssignmentInternalService for AssignmentApi {
         if req.end_time.is_none() {
             v.add("end_time", "is required");
         }
-        let start_ms = req.start_time.as_ref().map(millis_from_timestamp).unwrap_or_default();
-        let end_ms = req.end_time.as_ref().map(millis_from_timestamp).unwrap_or_default();
+        let start_ms = req
+            .start_time
+            .as_ref()
+            .map(millis_from_timestamp)
+            .unwrap_or_default();
+        let end_ms = req
+            .end_time
+            .as_ref()
+            .map(millis_from_timestamp)
+            .unwrap_or_default();
         if req.start_time.is_some() && req.end_time.is_some() && end_ms <= start_ms {
             v.add("end_time", "must be after start_time");
         }
         invalid(v)?;
-        let Some(scope) = scope else { return Err(Status::internal("scope vanished")) };
+        let Some(scope) = scope else {
+            return Err(Status::internal("scope vanished"));
+        };
         // Eligibility is checked again at provisioning: it may have ended since submission.
-        let Some(eligibility) = self.eligibility(&req.principal_id, &req.role_id, &scope).await? else {
+        let Some(eligibility) = self
+            .eligibility(&req.principal_id, &req.role_id, &scope)
+            .await?
+        else {
             return Err(AssignmentError::NotEligible.into());
         };
         let new = NewWindow {

@@ -11,7 +11,8 @@ use pim_config::ServiceName;
 use pim_grpc::AccessPolicy;
 use pim_host::{Built, ContextService, HostContext};
 use pim_proto::assignment::v1::{
-    assignment_internal_service_server::AssignmentInternalServiceServer, assignment_service_server::AssignmentServiceServer,
+    assignment_internal_service_server::AssignmentInternalServiceServer,
+    assignment_service_server::AssignmentServiceServer,
 };
 use tonic::service::RoutesBuilder;
 
@@ -34,7 +35,11 @@ impl ContextService for Assignment {
     async fn build(ctx: HostContext) -> anyhow::Result<Built> {
         let store = store::Store::new(ctx.db.clone());
         store
-            .seed_break_glass(&ctx.outbox, &ctx.settings.break_glass_principals, ctx.clock.now_millis())
+            .seed_break_glass(
+                &ctx.outbox,
+                &ctx.settings.break_glass_principals,
+                ctx.clock.now_millis(),
+            )
             .await?;
         ctx.outbox.wake();
         let api = grpc::AssignmentApi::new(store, ctx);
@@ -42,6 +47,9 @@ impl ContextService for Assignment {
         routes
             .add_service(AssignmentServiceServer::new(api.clone()))
             .add_service(AssignmentInternalServiceServer::new(api));
-        Ok(Built { routes, handler: None })
+        Ok(Built {
+            routes,
+            handler: None,
+        })
     }
 }

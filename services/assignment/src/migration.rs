@@ -2,7 +2,9 @@
 
 use pim_events::EventTablesMigration;
 use sea_orm::ConnectionTrait;
-use sea_orm_migration::{DbErr, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait};
+use sea_orm_migration::{
+    DbErr, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait,
+};
 
 pub struct Migrator;
 

@@ -54,7 +54,13 @@ impl Store {
     }
 
     /// Schedules of one kind for a principal and role at any of `scopes`.
-    pub async fn schedules(&self, kind: ScheduleKind, principal: &str, role: &str, scopes: &[String]) -> anyhow::Result<Vec<Interval>> {
+    pub async fn schedules(
+        &self,
+        kind: ScheduleKind,
+        principal: &str,
+        role: &str,
+        scopes: &[String],
+    ) -> anyhow::Result<Vec<Interval>> {
         let rows = self
             .db
             .query_all_raw(stmt(
@@ -64,13 +70,21 @@ impl Store {
             ))
             .await?;
         rows.into_iter()
-            .filter(|row| row.try_get::<String>("", "scope").is_ok_and(|s| scopes.contains(&s)))
+            .filter(|row| {
+                row.try_get::<String>("", "scope")
+                    .is_ok_and(|s| scopes.contains(&s))
+            })
             .map(|row| interval(&row))
             .collect()
     }
 
     /// Windows for a principal and role at any of `scopes`, each with the eligibility it came from.
-    pub async fn windows(&self, principal: &str, role: &str, scopes: &[String]) -> anyhow::Result<Vec<ActivatedWindow>> {
+    pub async fn windows(
+        &self,
+        principal: &str,
+        role: &str,
+        scopes: &[String],
+    ) -> anyhow::Result<Vec<ActivatedWindow>> {
         let rows = self
             .db
             .query_all_raw(stmt(
@@ -103,11 +117,21 @@ impl Store {
         Ok(windows)
     }
 
-    pub async fn create_schedule(&self, outbox: &Outbox, new: NewSchedule, now_ms: i64, correlation: &str) -> anyhow::Result<(Schedule, i64)> {
+    pub async fn create_schedule(
+        &self,
+        outbox: &Outbox,
+        new: NewSchedule,
+        now_ms: i64,
+        correlation: &str,
+    ) -> anyhow::Result<(Schedule, i64)> {
         let txn = self.db.begin().await?;
         if let Some(key) = &new.request_key
             && let Some(existing) = txn
-                .query_one_raw(stmt(&txn, "SELECT * FROM schedules WHERE request_key = $1", [key.clone().into()]))
+                .query_one_raw(stmt(
+                    &txn,
+                    "SELECT * FROM schedules WHERE request_key = $1",
+                    [key.clone().into()],
+                ))
                 .await?
         {
             let schedule = schedule(&existing)?;
@@ -148,7 +172,8 @@ impl Store {
             schedule: Some(schedule.clone()),
             justification: new.justification,
         };
-        let mut event = NewEvent::new("assignment.schedule_created", id, pim_proto::pack(&payload)).correlated(correlation);
+        let mut event = NewEvent::new("assignment.schedule_created", id, pim_proto::pack(&payload))
+            .correlated(correlation);
         if !new.created_by.is_empty() {
             event = event.by(&new.created_by);
         }
@@ -159,10 +184,19 @@ impl Store {
     }
 
     /// Idempotent by request id: a second call returns the window written by the first.
-    pub async fn provision_window(&self, outbox: &Outbox, new: NewWindow, now_ms: i64) -> anyhow::Result<(Window, i64)> {
+    pub async fn provision_window(
+        &self,
+        outbox: &Outbox,
+        new: NewWindow,
+        now_ms: i64,
+    ) -> anyhow::Result<(Window, i64)> {
         let txn = self.db.begin().await?;
         if let Some(existing) = txn
-            .query_one_raw(stmt(&txn, "SELECT * FROM windows WHERE request_id = $1", [new.request_id.clone().into()]))
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT * FROM windows WHERE request_id = $1",
+                [new.request_id.clone().into()],
+            ))
             .await?
         {
             let window = window(&existing)?;
@@ -200,9 +234,13 @@ impl Store {
         let payload = WindowProvisioned {
             window: Some(window.clone()),
         };
-        let event = NewEvent::new("assignment.window_provisioned", id, pim_proto::pack(&payload))
-            .by(&new.provisioned_by)
-            .correlated(new.request_id);
+        let event = NewEvent::new(
+            "assignment.window_provisioned",
+            id,
+            pim_proto::pack(&payload),
+        )
+        .by(&new.provisioned_by)
+        .correlated(new.request_id);
         outbox.enqueue(&txn, event).await?;
         let revision = bump_revision(&txn).await?;
         txn.commit().await?;
@@ -212,13 +250,25 @@ impl Store {
     pub async fn revision(&self) -> anyhow::Result<i64> {
         let row = self
             .db
-            .query_one_raw(stmt(&self.db, "SELECT value FROM revision WHERE id = 1", []))
+            .query_one_raw(stmt(
+                &self.db,
+                "SELECT value FROM revision WHERE id = 1",
+                [],
+            ))
             .await?;
-        Ok(row.map(|r| r.try_get::<i64>("", "value")).transpose()?.unwrap_or(0))
+        Ok(row
+            .map(|r| r.try_get::<i64>("", "value"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// Break-glass principals get permanent, active Global Administrator at `/` on first start.
-    pub async fn seed_break_glass(&self, outbox: &Outbox, principals: &[String], now_ms: i64) -> anyhow::Result<()> {
+    pub async fn seed_break_glass(
+        &self,
+        outbox: &Outbox,
+        principals: &[String],
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         for principal in principals {
             let new = NewSchedule {
                 kind: ScheduleKind::Active,
@@ -239,9 +289,16 @@ impl Store {
 
 async fn bump_revision(txn: &impl ConnectionTrait) -> anyhow::Result<i64> {
     let row = txn
-        .query_one_raw(stmt(txn, "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value", []))
+        .query_one_raw(stmt(
+            txn,
+            "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
+            [],
+        ))
         .await?;
-    Ok(row.map(|r| r.try_get::<i64>("", "value")).transpose()?.unwrap_or(0))
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "value"))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 fn interval(row: &QueryResult) -> anyhow::Result<Interval> {
@@ -256,12 +313,19 @@ fn schedule(row: &QueryResult) -> anyhow::Result<Schedule> {
     let kind: String = row.try_get("", "kind")?;
     Ok(Schedule {
         id: row.try_get("", "id")?,
-        kind: if kind == "active" { ScheduleKind::Active } else { ScheduleKind::Eligible }.into(),
+        kind: if kind == "active" {
+            ScheduleKind::Active
+        } else {
+            ScheduleKind::Eligible
+        }
+        .into(),
         principal_id: row.try_get("", "principal_id")?,
         role_id: row.try_get("", "role_id")?,
         scope: row.try_get("", "scope")?,
         start_time: Some(timestamp_from_millis(row.try_get("", "start_ms")?)),
-        end_time: row.try_get::<Option<i64>>("", "end_ms")?.map(timestamp_from_millis),
+        end_time: row
+            .try_get::<Option<i64>>("", "end_ms")?
+            .map(timestamp_from_millis),
         created_by: row.try_get("", "created_by")?,
     })
 }

@@ -7,7 +7,9 @@ use pim_grpc::{ApiError, DenialRecorder as _, caller};
 use pim_host::HostContext;
 use pim_proto::{
     assignment::v1::CheckAccessRequest,
-    audit::v1::{AuditRecord, ListRecordsRequest, ListRecordsResponse, audit_service_server::AuditService},
+    audit::v1::{
+        AuditRecord, ListRecordsRequest, ListRecordsResponse, audit_service_server::AuditService,
+    },
     timestamp_from_millis,
 };
 use sea_orm::ConnectionTrait;
@@ -37,7 +39,12 @@ impl AuditApi {
                 async move { client.check_access(check).await }
             })
             .await
-            .map_err(|s| Status::unavailable(format!("the assignment service did not answer: {}", s.message())))?;
+            .map_err(|s| {
+                Status::unavailable(format!(
+                    "the assignment service did not answer: {}",
+                    s.message()
+                ))
+            })?;
             if answer.into_inner().allowed {
                 return Ok(true);
             }
@@ -48,12 +55,18 @@ impl AuditApi {
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
-    async fn list_records(&self, request: Request<ListRecordsRequest>) -> Result<Response<ListRecordsResponse>, Status> {
+    async fn list_records(
+        &self,
+        request: Request<ListRecordsRequest>,
+    ) -> Result<Response<ListRecordsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let mut violations = Vec::new();
         if req.page_size < 0 || req.page_size > 1000 {
-            violations.push(("page_size".to_owned(), "must be between 0 and 1000".to_owned()));
+            violations.push((
+                "page_size".to_owned(),
+                "must be between 0 and 1000".to_owned(),
+            ));
         }
         let after: i64 = if req.page_token.is_empty() {
             0
@@ -61,7 +74,10 @@ impl AuditService for AuditApi {
             match req.page_token.parse() {
                 Ok(after) => after,
                 Err(_) => {
-                    violations.push(("page_token".to_owned(), "is not a token this service issued".to_owned()));
+                    violations.push((
+                        "page_token".to_owned(),
+                        "is not a token this service issued".to_owned(),
+                    ));
                     0
                 }
             }
@@ -70,16 +86,22 @@ impl AuditService for AuditApi {
             return Err(ApiError::InvalidArgument(violations).into());
         }
         if !self.may_read(&caller.subject).await? {
-            self.ctx
-                .security
-                .record_denial("/pim.audit.v1.AuditService/ListRecords", &caller.subject, "NOT_AUTHORIZED");
+            self.ctx.security.record_denial(
+                "/pim.audit.v1.AuditService/ListRecords",
+                &caller.subject,
+                "NOT_AUTHORIZED",
+            );
             return Err(ApiError::PermissionDenied {
                 reason: "NOT_AUTHORIZED",
                 message: "reading the audit trail needs a reader role at /".into(),
             }
             .into());
         }
-        let limit = if req.page_size == 0 { 100 } else { i64::from(req.page_size) };
+        let limit = if req.page_size == 0 {
+            100
+        } else {
+            i64::from(req.page_size)
+        };
         let db = &self.ctx.db;
         let rows = db
             .query_all_raw(stmt(
@@ -113,6 +135,9 @@ impl AuditService for AuditApi {
             Some(last) if records.len() as i64 == limit => last.sequence.to_string(),
             _ => String::new(),
         };
-        Ok(Response::new(ListRecordsResponse { records, next_page_token }))
+        Ok(Response::new(ListRecordsResponse {
+            records,
+            next_page_token,
+        }))
     }
 }

@@ -29,7 +29,11 @@ impl EventHandler for Recorder {
     fn handle<'a>(&'a self, txn: &'a DatabaseTransaction, event: &'a Event) -> HandlerFuture<'a> {
         Box::pin(async move {
             let sequence: i64 = txn
-                .query_one_raw(stmt(txn, "UPDATE audit_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence", []))
+                .query_one_raw(stmt(
+                    txn,
+                    "UPDATE audit_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence",
+                    [],
+                ))
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("audit_head row missing"))?
                 .try_get("", "sequence")?;

@@ -2,7 +2,9 @@
 
 use pim_events::EventTablesMigration;
 use sea_orm::{ConnectionTrait, DatabaseBackend};
-use sea_orm_migration::{DbErr, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait};
+use sea_orm_migration::{
+    DbErr, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait,
+};
 
 pub struct Migrator;
 
@@ -54,7 +56,8 @@ impl MigrationTrait for Records {
             DatabaseBackend::Sqlite => "BLOB",
             _ => "BYTEA",
         };
-        db.execute_unprepared(&SQL.replace("BLOB_TYPE", blob)).await?;
+        db.execute_unprepared(&SQL.replace("BLOB_TYPE", blob))
+            .await?;
         Ok(())
     }
 

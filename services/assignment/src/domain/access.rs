@@ -43,9 +43,14 @@ pub fn decide(active: &[Interval], windows: &[ActivatedWindow], at_ms: i64) -> D
     }
     let best = windows
         .iter()
-        .filter(|w| w.window.covers(at_ms) && w.eligibility.as_ref().is_some_and(|e| e.covers(at_ms)))
+        .filter(|w| {
+            w.window.covers(at_ms) && w.eligibility.as_ref().is_some_and(|e| e.covers(at_ms))
+        })
         .map(|w| {
-            let until = match (w.window.end_ms, w.eligibility.as_ref().and_then(|e| e.end_ms)) {
+            let until = match (
+                w.window.end_ms,
+                w.eligibility.as_ref().and_then(|e| e.end_ms),
+            ) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -81,7 +86,10 @@ mod tests {
             window: interval("w", 1_000, Some(2_000)),
             eligibility: Some(interval("e", 0, None)),
         }];
-        assert!(matches!(decide(&[], &windows, 999), Decision::Denied { .. }));
+        assert!(matches!(
+            decide(&[], &windows, 999),
+            Decision::Denied { .. }
+        ));
         assert_eq!(
             decide(&[], &windows, 1_999),
             Decision::Allowed {
@@ -89,7 +97,10 @@ mod tests {
                 until_ms: Some(2_000)
             }
         );
-        assert!(matches!(decide(&[], &windows, 2_000), Decision::Denied { .. }));
+        assert!(matches!(
+            decide(&[], &windows, 2_000),
+            Decision::Denied { .. }
+        ));
     }
 
     #[test]
@@ -98,8 +109,17 @@ mod tests {
             window: interval("w", 0, Some(10_000)),
             eligibility: Some(interval("e", 0, Some(5_000))),
         }];
-        assert!(matches!(decide(&[], &windows, 4_999), Decision::Allowed { until_ms: Some(5_000), .. }));
-        assert!(matches!(decide(&[], &windows, 5_000), Decision::Denied { .. }));
+        assert!(matches!(
+            decide(&[], &windows, 4_999),
+            Decision::Allowed {
+                until_ms: Some(5_000),
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(&[], &windows, 5_000),
+            Decision::Denied { .. }
+        ));
         let orphan = [ActivatedWindow {
             window: interval("w", 0, Some(10_000)),
             eligibility: None,

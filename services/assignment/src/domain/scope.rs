@@ -70,7 +70,13 @@ mod tests {
         let scope = Scope::parse("/subscriptions/s1/resourceGroups/rg").unwrap();
         assert_eq!(
             scope.with_ancestors(),
-            ["/", "/subscriptions", "/subscriptions/s1", "/subscriptions/s1/resourceGroups", "/subscriptions/s1/resourceGroups/rg"]
+            [
+                "/",
+                "/subscriptions",
+                "/subscriptions/s1",
+                "/subscriptions/s1/resourceGroups",
+                "/subscriptions/s1/resourceGroups/rg"
+            ]
         );
         assert_eq!(Scope::parse("/").unwrap().with_ancestors(), ["/"]);
     }
