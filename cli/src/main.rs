@@ -47,6 +47,21 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
     },
+    /// Measure the baseline RPC and the event pipeline against real PostgreSQL and Redis.
+    Bench {
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// Events (and baseline calls) in the throughput runs.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Offered rate of the latency run, in events per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Print a dev-mode token for a principal, signed with the `pim dev` secret.
     Token {
         principal: String,
@@ -90,6 +105,22 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Health { addr } => health(&addr).await,
+        Command::Bench {
+            database_url,
+            redis_url,
+            events,
+            rate,
+            seconds,
+        } => {
+            pim_cli::bench::run(pim_cli::bench::BenchOptions {
+                database_url,
+                redis_url,
+                events,
+                rate,
+                seconds,
+            })
+            .await
+        }
         Command::Token {
             principal,
             mfa,

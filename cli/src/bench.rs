@@ -1,0 +1,287 @@
+//! `pim bench`: throughput and p50/p99 latency of (1) the baseline, an empty unary RPC (a
+//! health check), and (2) the event pipeline: a producer transaction committing one event with
+//! `synchronous_commit` on, the relay, the Redis stream, and a consumer transaction. Both run in
+//! the same process and the same run, so the noise of the machine hits both alike.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use pim_clock::{SharedClock, SystemClock};
+use pim_config::ServiceName;
+use pim_events::{
+    ConsumerOptions, EventHandler, HandlerFuture, Inbox, NewEvent, Outbox, RedisConsumer,
+    RedisPublisher, Relay, RelayOptions, stream_key,
+};
+use pim_proto::events::v1::Event;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tokio_util::sync::CancellationToken;
+
+pub struct BenchOptions {
+    pub database_url: String,
+    pub redis_url: String,
+    pub events: usize,
+    pub rate: u64,
+    pub seconds: u64,
+}
+
+/// Latencies in microseconds, and how long the run took.
+struct Sample {
+    latencies: Vec<u64>,
+    elapsed: Duration,
+}
+
+impl Sample {
+    fn report(mut self, name: &str) {
+        self.latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+            self.latencies.get(i).copied().unwrap_or_default() as f64 / 1000.0
+        };
+        println!(
+            "{name:<44} {:>8} ops  {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            self.latencies.len(),
+            self.latencies.len() as f64 / self.elapsed.as_secs_f64(),
+            at(0.5),
+            at(0.99)
+        );
+    }
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    baseline(options.events)
+        .await?
+        .report("baseline: health check RPC (16 in flight)");
+    let db_name = format!("pim_bench_{}", uuid::Uuid::new_v4().simple());
+    pim_db::ensure_postgres_database(&options.database_url, &db_name).await?;
+    let url = pim_db::with_database(&options.database_url, &db_name);
+    crate::migrate_service(ServiceName::Audit, &url).await?;
+    let db = pim_db::connect(&url, pim_db::PoolSize { max: 40, min: 4 }).await?;
+    db.execute_unprepared(
+        "CREATE TABLE bench_effects (event_id TEXT PRIMARY KEY); SET synchronous_commit = on;",
+    )
+    .await?;
+    let result = pipeline(&db, &options).await;
+    db.close().await?;
+    let admin = sea_orm::Database::connect(&options.database_url).await?;
+    admin
+        .execute_unprepared(&format!(
+            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+        ))
+        .await?;
+    result
+}
+
+async fn baseline(calls: usize) -> anyhow::Result<Sample> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move { stop.cancelled().await },
+            ),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(calls)));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut client = HealthClient::new(channel.clone());
+        let latencies = latencies.clone();
+        let n = calls / 16;
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                client.check(HealthCheckRequest::default()).await?;
+                mine.push(t.elapsed().as_micros() as u64);
+            }
+            if let Ok(mut all) = latencies.lock() {
+                all.extend(mine);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed();
+    cancel.cancel();
+    let latencies =
+        std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    Ok(Sample { latencies, elapsed })
+}
+
+/// Records commit-to-consumed latency inside the consumer's transaction.
+struct LatencyRecorder {
+    latencies: Mutex<Vec<u64>>,
+}
+
+impl EventHandler for LatencyRecorder {
+    fn handle<'a>(&'a self, txn: &'a DatabaseTransaction, event: &'a Event) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            txn.execute_raw(pim_db::stmt(
+                txn,
+                "INSERT INTO bench_effects (event_id) VALUES ($1)",
+                [event.id.clone().into()],
+            ))
+            .await?;
+            let committed_us = event.correlation_id.parse::<i64>().unwrap_or_default();
+            // Microseconds need the wall clock; the injectable clock is millisecond-exact by design.
+            let now_us = chrono_now_us();
+            if let Ok(mut all) = self.latencies.lock() {
+                all.push((now_us - committed_us).max(0) as u64);
+            }
+            Ok(())
+        })
+    }
+}
+
+fn chrono_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+async fn produce_one(db: &DatabaseConnection, outbox: &Outbox) -> anyhow::Result<()> {
+    let txn = db.begin().await?;
+    // The correlation id carries the commit time, so the consumer can measure the whole path.
+    let event = NewEvent::new("bench.event_recorded", "bench", prost_types_any())
+        .correlated(chrono_now_us().to_string());
+    outbox.enqueue(&txn, event).await?;
+    txn.commit().await?;
+    outbox.wake();
+    Ok(())
+}
+
+fn prost_types_any() -> pim_proto::Any {
+    pim_proto::Any {
+        type_url: "type.googleapis.com/bench".into(),
+        value: vec![0; 64],
+    }
+}
+
+async fn pipeline(db: &DatabaseConnection, options: &BenchOptions) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let prefix = format!("bench:{}:", uuid::Uuid::new_v4().simple());
+    let stream = stream_key(&prefix, "bench");
+    let outbox = Outbox::new("bench", clock.clone());
+    let cancel = CancellationToken::new();
+    let publisher =
+        RedisPublisher::connect(&options.redis_url, stream.clone(), vec!["bench".into()]).await?;
+    let relay = Relay::new(
+        db.clone(),
+        outbox.clone(),
+        Arc::new(publisher),
+        RelayOptions {
+            poll: Duration::from_millis(5),
+            ..RelayOptions::default()
+        },
+    );
+    tokio::spawn(relay.run(cancel.clone()));
+    let recorder = Arc::new(LatencyRecorder {
+        latencies: Mutex::new(Vec::new()),
+    });
+    for i in 0..8 {
+        let inbox = Inbox::new(db.clone(), clock.clone(), "bench", recorder.clone());
+        let consumer = RedisConsumer::connect(
+            &options.redis_url,
+            stream.clone(),
+            inbox,
+            ConsumerOptions {
+                group: "bench".into(),
+                consumer: format!("bench-{i}"),
+                batch: 50,
+                block: Duration::from_millis(50),
+                reclaim_idle: Duration::from_secs(30),
+                max_attempts: 5,
+            },
+        )
+        .await?;
+        tokio::spawn(consumer.run(cancel.clone()));
+    }
+
+    // Throughput: producers commit as fast as they can, one event per transaction.
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for _ in 0..16 {
+        let (db, outbox) = (db.clone(), outbox.clone());
+        let n = options.events / 16;
+        producers.push(tokio::spawn(async move {
+            for _ in 0..n {
+                produce_one(&db, &outbox).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for producer in producers {
+        producer.await??;
+    }
+    let expected = options.events / 16 * 16;
+    wait_consumed(&recorder, expected).await?;
+    let elapsed = started.elapsed();
+    let latencies = std::mem::take(
+        &mut *recorder
+            .latencies
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?,
+    );
+    Sample { latencies, elapsed }.report("pipeline: max throughput (16 producers)");
+
+    // Latency at a fixed offered rate.
+    let total = (options.rate * options.seconds) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / options.rate.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    for _ in 0..total {
+        ticker.tick().await;
+        let (db, outbox) = (db.clone(), outbox.clone());
+        tokio::spawn(async move { produce_one(&db, &outbox).await });
+    }
+    wait_consumed(&recorder, total).await?;
+    let elapsed = started.elapsed();
+    let latencies = std::mem::take(
+        &mut *recorder
+            .latencies
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?,
+    );
+    Sample { latencies, elapsed }.report(&format!(
+        "pipeline: commit to consumed at {}/s",
+        options.rate
+    ));
+    cancel.cancel();
+    Ok(())
+}
+
+async fn wait_consumed(recorder: &LatencyRecorder, expected: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = recorder
+            .latencies
+            .lock()
+            .map(|l| l.len())
+            .unwrap_or_default();
+        if seen >= expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {seen} of {expected} events consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
