@@ -116,6 +116,18 @@ fn parse_scope(raw: &str, field: &str, v: &mut Violations) -> Option<Scope> {
     }
 }
 
+/// Validates the (principal, role, scope) every query names.
+fn validate_target(principal: &str, role: &str, scope: &str) -> Result<Scope> {
+    let mut v = Violations::default();
+    v.require("principal_id", principal);
+    v.require("role_id", role);
+    let parsed = parse_scope(scope, "scope", &mut v);
+    invalid(v)?;
+    parsed.ok_or_else(|| {
+        AssignmentError::Internal(anyhow::anyhow!("scope parsed without a violation"))
+    })
+}
+
 #[tonic::async_trait]
 impl AssignmentService for AssignmentApi {
     async fn create_eligibility_schedule(
@@ -208,14 +220,7 @@ impl AssignmentService for AssignmentApi {
     ) -> std::result::Result<Response<CheckEligibilityResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::default();
-        v.require("principal_id", &req.principal_id);
-        v.require("role_id", &req.role_id);
-        let scope = parse_scope(&req.scope, "scope", &mut v);
-        invalid(v)?;
-        let Some(scope) = scope else {
-            return Err(Status::internal("scope vanished"));
-        };
+        let scope = validate_target(&req.principal_id, &req.role_id, &req.scope)?;
         if caller.subject != req.principal_id && caller.service().is_none() {
             return Err(Status::permission_denied(
                 "only the principal itself or a PIM service may check eligibility",
@@ -240,14 +245,7 @@ impl AssignmentService for AssignmentApi {
     ) -> std::result::Result<Response<CheckAccessResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::default();
-        v.require("principal_id", &req.principal_id);
-        v.require("role_id", &req.role_id);
-        let scope = parse_scope(&req.scope, "scope", &mut v);
-        invalid(v)?;
-        let Some(scope) = scope else {
-            return Err(Status::internal("scope vanished"));
-        };
+        let scope = validate_target(&req.principal_id, &req.role_id, &req.scope)?;
         // Anyone may check their own access; PIM's services and Access Checkers check others'.
         let root = Scope::parse("/").map_err(|_| Status::internal("root scope"))?;
         if caller.subject != req.principal_id
