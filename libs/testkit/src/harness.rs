@@ -208,8 +208,9 @@ impl Harness {
 
     /// Stops every service, then drops their databases.
     pub async fn stop(mut self) {
-        for (_, running) in self.services.drain() {
-            running.shutdown().await;
+        // Consumers first, so none of them calls a peer that is already gone.
+        for service in ServiceName::ALL.into_iter().rev() {
+            self.stop_service(service).await;
         }
         self.databases.clear();
     }

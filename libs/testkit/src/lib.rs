@@ -4,6 +4,7 @@
 
 mod engines;
 mod harness;
+mod otlp;
 mod postgres;
 mod redis_server;
 
@@ -12,6 +13,7 @@ pub use harness::{
     ADMIN, Harness, HarnessOptions, ISSUER_PRIVATE_KEY, ISSUER_PUBLIC_KEY, OTHER_PRIVATE_KEY,
     start_service,
 };
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::TestDatabase;
 pub use redis_server::RedisServer;
 
