@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+// Shared with the `it` suite; this binary uses only part of it.
+#[allow(dead_code)]
 #[path = "../it/support.rs"]
 mod support;
 
