@@ -19,6 +19,15 @@ pub trait EventHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, txn: &'a DatabaseTransaction, event: &'a Event) -> HandlerFuture<'a>;
 }
 
+/// A batch rolled back; `at` is the event whose handler failed, if a handler did.
+#[derive(Debug, thiserror::Error)]
+#[error("batch rolled back")]
+pub struct BatchFailed {
+    pub at: Option<usize>,
+    #[source]
+    pub error: anyhow::Error,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// The effect was committed now.
@@ -61,6 +70,46 @@ impl Inbox {
 
     /// Applies `event` once: records its id and runs the handler in one transaction.
     pub async fn apply(&self, event: &Event) -> anyhow::Result<Applied> {
+        let span = self.span(event);
+        async {
+            let txn = self.db.begin().await?;
+            if !self.record(&txn, event, "applied").await? {
+                txn.rollback().await?;
+                return Ok(Applied::Duplicate);
+            }
+            self.handler.handle(&txn, event).await?;
+            txn.commit().await?;
+            Ok(Applied::Applied)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Applies a batch in one transaction, so one commit covers many events. Any failure rolls
+    /// the whole batch back; the caller then applies the events one by one, so one poison
+    /// message cannot hold the others back.
+    pub async fn apply_batch(&self, events: &[Event]) -> Result<Vec<Applied>, BatchFailed> {
+        let failed = |at: Option<usize>| move |error: anyhow::Error| BatchFailed { at, error };
+        let txn = self.db.begin().await.map_err(|e| failed(None)(e.into()))?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            if !self.record(&txn, event, "applied").await.map_err(failed(None))? {
+                outcomes.push(Applied::Duplicate);
+                continue;
+            }
+            let span = self.span(event);
+            self.handler
+                .handle(&txn, event)
+                .instrument(span)
+                .await
+                .map_err(failed(Some(i)))?;
+            outcomes.push(Applied::Applied);
+        }
+        txn.commit().await.map_err(|e| failed(None)(e.into()))?;
+        Ok(outcomes)
+    }
+
+    fn span(&self, event: &Event) -> tracing::Span {
         let span = tracing::info_span!(
             "event.consume",
             otel.name = %format!("{} process", event.r#type),
@@ -74,18 +123,7 @@ impl Inbox {
             event.sequence = event.sequence,
         );
         pim_telemetry::set_parent_from(&span, &trace_of(event));
-        async {
-            let txn = self.db.begin().await?;
-            if !self.record(&txn, event, "applied").await? {
-                txn.rollback().await?;
-                return Ok(Applied::Duplicate);
-            }
-            self.handler.handle(&txn, event).await?;
-            txn.commit().await?;
-            Ok(Applied::Applied)
-        }
-        .instrument(span)
-        .await
+        span
     }
 
     /// Records that `event` was dead-lettered, so gap detection counts it as handled.

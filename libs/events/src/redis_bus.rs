@@ -213,8 +213,30 @@ impl RedisConsumer {
     /// Reads and handles one batch of new entries. Returns how many were acknowledged.
     pub async fn consume_new(&self) -> anyhow::Result<usize> {
         let entries = self.read_new().await?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        // The common case: every entry decodes and the batch commits in one transaction.
+        let mut failed_at = None;
+        if let Ok(events) = entries.iter().map(entry_event).collect::<Result<Vec<_>, _>>() {
+            match self.inbox.apply_batch(&events).await {
+                Ok(_) => {
+                    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+                    self.ack(&ids).await?;
+                    return Ok(ids.len());
+                }
+                Err(failure) => {
+                    tracing::warn!(error = ?failure.error, "batch rolled back; applying one by one");
+                    failed_at = failure.at;
+                }
+            }
+        }
         let mut acked = Vec::new();
-        for entry in &entries {
+        for (i, entry) in entries.iter().enumerate() {
+            // The entry whose handler just failed has had its first attempt; it stays pending.
+            if Some(i) == failed_at {
+                continue;
+            }
             if let Disposition::Ack = self.handle(entry, 1).await? {
                 acked.push(entry.id.clone());
             }
