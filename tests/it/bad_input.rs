@@ -213,3 +213,66 @@ async fn internal_rpcs_refuse_people_and_unlisted_services_with_a_security_event
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_denials_is_stored_up_to_the_limit_and_then_summarised() -> anyhow::Result<()> {
+    let h = Harness::start_with(pim_testkit::HarnessOptions {
+        settings: vec![("PIM_SECURITY_EVENTS_PER_MINUTE".into(), "3".into())],
+        ..Default::default()
+    })
+    .await?;
+    let db = h.service(ServiceName::Assignment).db().clone();
+    let stored = |expected: i64| {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            async move {
+                let n = count(&db, "SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'assignment.access_denied'").await?;
+                Ok((n == expected).then_some(()))
+            }
+        }
+    };
+    let mallory = h.client(ServiceName::Assignment, &h.token("mallory"));
+    let forged = ProvisionWindowRequest {
+        request_id: "flood".into(),
+        ..Default::default()
+    };
+    for _ in 0..10 {
+        let status = mallory
+            .assignment_internal()
+            .provision_window(forged.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+    }
+    h.eventually(std::time::Duration::from_secs(10), stored(3))
+        .await?;
+
+    // The next minute's first denial carries the count of those that were not stored.
+    h.clock.advance(chrono::Duration::minutes(1));
+    let mallory = h.client(ServiceName::Assignment, &h.token("mallory"));
+    let _ = mallory
+        .assignment_internal()
+        .provision_window(forged)
+        .await
+        .unwrap_err();
+    h.eventually(std::time::Duration::from_secs(10), stored(4))
+        .await?;
+    let row = db
+        .query_one_raw(stmt(
+            &db,
+            "SELECT envelope FROM outbox WHERE event_type = 'assignment.access_denied' ORDER BY id DESC LIMIT 1",
+            [],
+        ))
+        .await?
+        .unwrap();
+    let envelope: Vec<u8> = row.try_get("", "envelope")?;
+    let event = <pim_proto::events::v1::Event as prost::Message>::decode(envelope.as_slice())?;
+    let denial = <pim_proto::events::v1::AccessDenied as prost::Message>::decode(
+        event.payload.unwrap_or_default().value.as_slice(),
+    )?;
+    assert_eq!(denial.suppressed_count, 7);
+    assert_eq!(denial.caller_id, "mallory");
+    h.stop().await;
+    Ok(())
+}

@@ -93,7 +93,11 @@ impl Inbox {
         let txn = self.db.begin().await.map_err(|e| failed(None)(e.into()))?;
         let mut outcomes = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
-            if !self.record(&txn, event, "applied").await.map_err(failed(None))? {
+            if !self
+                .record(&txn, event, "applied")
+                .await
+                .map_err(failed(None))?
+            {
                 outcomes.push(Applied::Duplicate);
                 continue;
             }

@@ -218,7 +218,11 @@ impl RedisConsumer {
         }
         // The common case: every entry decodes and the batch commits in one transaction.
         let mut failed_at = None;
-        if let Ok(events) = entries.iter().map(entry_event).collect::<Result<Vec<_>, _>>() {
+        if let Ok(events) = entries
+            .iter()
+            .map(entry_event)
+            .collect::<Result<Vec<_>, _>>()
+        {
             match self.inbox.apply_batch(&events).await {
                 Ok(_) => {
                     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();

@@ -19,6 +19,8 @@ const QUEUE: usize = 1024;
 
 #[derive(Debug)]
 struct Denial {
+    /// When the request was refused; the rate limit counts by this, not by when it is written.
+    at_ms: i64,
     method: String,
     caller: String,
     reason: String,
@@ -28,6 +30,7 @@ struct Denial {
 #[derive(Clone)]
 pub struct SecurityEvents {
     sender: mpsc::Sender<Denial>,
+    clock: pim_clock::SharedClock,
     overflow: Arc<AtomicU64>,
 }
 
@@ -41,6 +44,7 @@ impl SecurityEvents {
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let overflow = Arc::new(AtomicU64::new(0));
+        let clock = outbox.clock().clone();
         tokio::spawn(write_denials(
             db,
             outbox,
@@ -49,13 +53,18 @@ impl SecurityEvents {
             overflow.clone(),
             cancel,
         ));
-        Self { sender, overflow }
+        Self {
+            sender,
+            clock,
+            overflow,
+        }
     }
 }
 
 impl DenialRecorder for SecurityEvents {
     fn record_denial(&self, method: &str, caller: &str, reason: &str) {
         let denial = Denial {
+            at_ms: self.clock.now_millis(),
             method: method.to_owned(),
             caller: caller.to_owned(),
             reason: reason.to_owned(),
@@ -82,7 +91,7 @@ async fn write_denials(
             () = cancel.cancelled() => return,
             denial = receiver.recv() => match denial { Some(d) => d, None => return },
         };
-        let now_minute = outbox.clock().now_millis().div_euclid(60_000);
+        let now_minute = denial.at_ms.div_euclid(60_000);
         if now_minute != minute {
             minute = now_minute;
             stored_this_minute = 0;
