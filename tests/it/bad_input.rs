@@ -116,7 +116,7 @@ async fn missing_forged_expired_and_misdirected_tokens_are_unauthenticated() -> 
                     .await
             }
             None => {
-                let channel = pim_client::channel(&url, std::time::Duration::from_secs(5))?;
+                let channel = pim_client::channel(&url, std::time::Duration::from_secs(5), None)?;
                 pim_proto::assignment::v1::assignment_service_client::AssignmentServiceClient::new(
                     channel,
                 )

@@ -29,6 +29,7 @@ fn fault_options(redis: &RedisServer) -> HarnessOptions {
             ("PIM_EVENTS_GAP_GRACE_MS".into(), "5000".into()),
             ("PIM_EVENTS_RECLAIM_IDLE_MS".into(), "200".into()),
         ],
+        ..Default::default()
     }
 }
 

@@ -49,7 +49,7 @@ async fn pim_dev_serves_all_five_runs_the_skeleton_and_survives_a_restart() -> a
     };
     let system = dev::start(options.clone()).await?;
     for service in ServiceName::ALL {
-        let channel = pim_client::channel(&system.url(service), Duration::from_secs(5))?;
+        let channel = pim_client::channel(&system.url(service), Duration::from_secs(5), None)?;
         let status = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: String::new(),

@@ -6,5 +6,6 @@
 mod bad_input;
 mod bus;
 mod dev;
+mod mtls;
 mod skeleton;
 mod support;

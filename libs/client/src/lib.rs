@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
 use pim_auth::TokenSigner;
 use pim_clock::SharedClock;
 use pim_proto::{
@@ -99,13 +101,20 @@ impl Interceptor for Authorize {
 
 pub type AuthorizedChannel = InterceptedService<Channel, Authorize>;
 
-/// A lazily connecting channel with a per-call deadline.
-pub fn channel(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// A lazily connecting channel with a per-call deadline; over TLS when `tls` is given.
+pub fn channel(
+    url: &str,
+    timeout: Duration,
+    tls: Option<ClientTlsConfig>,
+) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 /// Clients of one service, all sharing one channel and one set of credentials.
@@ -125,7 +134,7 @@ impl PimClient {
 
     pub fn connect(url: &str, credentials: Credentials) -> anyhow::Result<Self> {
         Ok(Self::new(
-            channel(url, Duration::from_secs(10))?,
+            channel(url, Duration::from_secs(10), None)?,
             credentials,
         ))
     }

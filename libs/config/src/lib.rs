@@ -7,7 +7,8 @@ mod settings;
 mod source;
 
 pub use settings::{
-    AuthSettings, DbSettings, EventSettings, GrpcSettings, ServiceName, Settings, TelemetrySettings,
+    AuthSettings, DbSettings, EventSettings, GrpcSettings, ServiceName, Settings,
+    TelemetrySettings, TlsSettings,
 };
 pub use source::{ConfigError, Source};
 
@@ -104,6 +105,26 @@ pub const REFERENCE: &[KeyDoc] = &[
         key: "PIM_BREAK_GLASS_PRINCIPALS",
         default: "",
         doc: "Comma-separated principal ids given permanent Global Administrator at / on first start.",
+    },
+    KeyDoc {
+        key: "PIM_TLS_CERT_FILE",
+        default: "",
+        doc: "PEM certificate chain this service presents; with PIM_TLS_KEY_FILE it turns on gRPC TLS.",
+    },
+    KeyDoc {
+        key: "PIM_TLS_KEY_FILE",
+        default: "",
+        doc: "PEM private key of PIM_TLS_CERT_FILE.",
+    },
+    KeyDoc {
+        key: "PIM_TLS_CLIENT_CA_FILE",
+        default: "",
+        doc: "Require client certificates signed by this CA (mTLS).",
+    },
+    KeyDoc {
+        key: "PIM_TLS_PEER_CA_FILE",
+        default: "",
+        doc: "CA of the peers' certificates; peers are called over TLS, presenting PIM_TLS_CERT_FILE.",
     },
     KeyDoc {
         key: "PIM_GRPC_TIMEOUT_MS",

@@ -95,9 +95,22 @@ pub struct AuthSettings {
     pub service_signing_key_file: Option<PathBuf>,
 }
 
+/// TLS for gRPC, server side and towards peers.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM certificate chain and key this service presents, as server and as client of peers.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// The CA that signs peers' certificates; peers are then called over TLS.
+    pub peer_ca_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct GrpcSettings {
     pub listen: SocketAddr,
+    pub tls: Option<TlsSettings>,
     pub timeout: Duration,
     pub concurrency_limit: usize,
     pub drain: Duration,
@@ -185,6 +198,7 @@ impl Settings {
             auth,
             grpc: GrpcSettings {
                 listen,
+                tls: tls(source)?,
                 timeout: millis("PIM_GRPC_TIMEOUT_MS", 10_000)?,
                 concurrency_limit: source.get("PIM_GRPC_CONCURRENCY_LIMIT", 512)?,
                 drain: Duration::from_secs(source.get("PIM_SHUTDOWN_DRAIN_SECS", 30)?),
@@ -237,9 +251,45 @@ impl Settings {
     }
 }
 
+fn tls(source: &Source) -> Result<Option<TlsSettings>, ConfigError> {
+    let cert: Option<PathBuf> = source.optional("PIM_TLS_CERT_FILE")?;
+    let key: Option<PathBuf> = source.optional("PIM_TLS_KEY_FILE")?;
+    match (cert, key) {
+        (None, None) => {
+            if source.raw("PIM_TLS_CLIENT_CA_FILE").is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "PIM_TLS_CLIENT_CA_FILE".into(),
+                    message: "client certificates need server TLS: set PIM_TLS_CERT_FILE and PIM_TLS_KEY_FILE".into(),
+                });
+            }
+            Ok(None)
+        }
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsSettings {
+            cert_file,
+            key_file,
+            client_ca_file: source.optional("PIM_TLS_CLIENT_CA_FILE")?,
+            peer_ca_file: source.optional("PIM_TLS_PEER_CA_FILE")?,
+        })),
+        (Some(_), None) => Err(ConfigError::Missing {
+            key: "PIM_TLS_KEY_FILE".into(),
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            key: "PIM_TLS_CERT_FILE".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_a_tls_configuration_is_refused_by_name() {
+        let mut source = minimal();
+        source.set("PIM_TLS_CERT_FILE", "/tls/cert.pem");
+        let err = Settings::load(ServiceName::Assignment, &source).unwrap_err();
+        assert!(err.to_string().contains("PIM_TLS_KEY_FILE"), "{err}");
+    }
 
     fn minimal() -> Source {
         Source::from_pairs([

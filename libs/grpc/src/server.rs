@@ -19,6 +19,8 @@ pub struct ServerOptions {
     pub verifier: pim_auth::Verifier,
     pub policy: AccessPolicy,
     pub denials: Arc<dyn DenialRecorder>,
+    /// Server TLS, with client-certificate checks when it carries a client CA.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Serves `routes` plus health and reflection on `listener` until `shutdown` fires, then drains
@@ -55,7 +57,11 @@ pub async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain = options.drain;
     let stop = shutdown.clone();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .timeout(options.timeout)
         .layer(layers)
         .add_routes(routes.routes())

@@ -34,8 +34,13 @@ pub struct Peers {
 impl Peers {
     pub(crate) fn new(settings: &Settings, credentials: Credentials) -> anyhow::Result<Self> {
         let mut clients = HashMap::new();
+        let tls = crate::tls::peers(settings)?;
         for peer in ServiceName::ALL {
-            let channel = pim_client::channel(settings.peer_url(peer), Duration::from_secs(10))?;
+            let channel = pim_client::channel(
+                settings.peer_url(peer),
+                Duration::from_secs(10),
+                tls.clone(),
+            )?;
             clients.insert(peer, PimClient::new(channel, credentials.clone()));
         }
         Ok(Self {

@@ -6,6 +6,7 @@
 mod bus;
 mod context;
 mod running;
+mod tls;
 
 pub use bus::{LocalBus, SUBSCRIPTIONS, consumers_of};
 pub use context::{Built, ContextService, HostContext, Peers};

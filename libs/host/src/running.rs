@@ -274,6 +274,7 @@ pub async fn start<S: ContextService>(
         verifier,
         policy,
         denials: Arc::new(security),
+        tls: crate::tls::server(&settings)?,
     };
     let server_cancel = cancel.clone();
     tracker.spawn(async move {

@@ -20,8 +20,14 @@ pub const OTHER_PRIVATE_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/o
 /// The break-glass Global Administrator every harness starts with.
 pub const ADMIN: &str = "admin-breakglass";
 
+pub const TLS_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/ca.pem");
+pub const TLS_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/server.pem");
+pub const TLS_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/server.key");
+
 #[derive(Default)]
 pub struct HarnessOptions {
+    /// Every service serves and calls its peers over mutual TLS.
+    pub mtls: bool,
     /// A Redis of the test's own (fault tests); the shared one otherwise.
     pub redis_url: Option<String>,
     /// Extra settings for every service, such as short reclaim or gap timings.
@@ -30,6 +36,7 @@ pub struct HarnessOptions {
 
 pub struct Harness {
     pub clock: Arc<ManualClock>,
+    mtls: bool,
     pub prefix: String,
     pub redis_url: String,
     signer: TokenSigner,
@@ -37,6 +44,17 @@ pub struct Harness {
     urls: HashMap<ServiceName, String>,
     services: HashMap<ServiceName, RunningService>,
     databases: HashMap<ServiceName, TestDatabase>,
+}
+
+/// TLS that trusts the test CA, presenting `identity` (certificate and key files) if given.
+pub fn client_tls(identity: Option<(&str, &str)>) -> pim_client::ClientTlsConfig {
+    let read = |path: &str| std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut config = pim_client::ClientTlsConfig::new()
+        .ca_certificate(pim_client::Certificate::from_pem(read(TLS_CA)));
+    if let Some((cert, key)) = identity {
+        config = config.identity(pim_client::Identity::from_pem(read(cert), read(key)));
+    }
+    config
 }
 
 /// Starts one context with the harness's settings; used to restart a service mid-test.
@@ -77,14 +95,21 @@ impl Harness {
         ]);
         base.set("PIM_REDIS_URL", redis_url.clone());
         base.set("PIM_STREAM_PREFIX", prefix.clone());
+        if options.mtls {
+            base.set("PIM_TLS_CERT_FILE", TLS_CERT);
+            base.set("PIM_TLS_KEY_FILE", TLS_KEY);
+            base.set("PIM_TLS_CLIENT_CA_FILE", TLS_CA);
+            base.set("PIM_TLS_PEER_CA_FILE", TLS_CA);
+        }
         for (key, value) in options.settings {
             base.set(key, value);
         }
+        let scheme = if options.mtls { "https" } else { "http" };
         let mut listeners = Vec::new();
         let mut urls = HashMap::new();
         for service in ServiceName::ALL {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}", listener.local_addr()?);
+            let url = format!("{scheme}://{}", listener.local_addr()?);
             base.set(service.url_key(), url.clone());
             urls.insert(service, url);
             listeners.push((service, listener));
@@ -97,6 +122,7 @@ impl Harness {
         )?;
         let mut harness = Self {
             clock,
+            mtls: options.mtls,
             prefix,
             redis_url,
             signer,
@@ -144,7 +170,11 @@ impl Harness {
 
     /// Starts a stopped service again on its old port, with its old database.
     pub async fn restart_service(&mut self, service: ServiceName) -> anyhow::Result<()> {
-        let addr = self.urls[&service].trim_start_matches("http://").to_owned();
+        let addr = self.urls[&service]
+            .split("://")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
         let listener = TcpListener::bind(&addr).await?;
         let running = start_service(self.settings(service)?, self.clock.clone(), listener).await?;
         self.services.insert(service, running);
@@ -180,10 +210,12 @@ impl Harness {
             .unwrap_or_default()
     }
 
-    /// Clients of `service`, presenting `token`.
+    /// Clients of `service`, presenting `token` (and the test certificate under mTLS).
     pub fn client(&self, service: ServiceName, token: &str) -> PimClient {
-        PimClient::connect(self.url(service), Credentials::Token(token.to_owned()))
-            .unwrap_or_else(|e| panic!("client: {e}"))
+        let tls = self.mtls.then(|| client_tls(Some((TLS_CERT, TLS_KEY))));
+        let channel = pim_client::channel(self.url(service), Duration::from_secs(10), tls)
+            .unwrap_or_else(|e| panic!("client: {e}"));
+        PimClient::new(channel, Credentials::Token(token.to_owned()))
     }
 
     /// Polls `check` until it yields a value; gives up after `within`. For effects that arrive

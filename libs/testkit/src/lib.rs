@@ -11,7 +11,7 @@ mod redis_server;
 pub use engines::{postgres_url, redis_url};
 pub use harness::{
     ADMIN, Harness, HarnessOptions, ISSUER_PRIVATE_KEY, ISSUER_PUBLIC_KEY, OTHER_PRIVATE_KEY,
-    start_service,
+    TLS_CA, TLS_CERT, TLS_KEY, client_tls, start_service,
 };
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::TestDatabase;
