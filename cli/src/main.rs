@@ -61,6 +61,9 @@ enum Command {
         rate: u64,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Concurrent producer transactions in the throughput run.
+        #[arg(long, default_value_t = 32)]
+        producers: usize,
     },
     /// Print a dev-mode token for a principal, signed with the `pim dev` secret.
     Token {
@@ -111,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
             events,
             rate,
             seconds,
+            producers,
         } => {
             pim_cli::bench::run(pim_cli::bench::BenchOptions {
                 database_url,
@@ -118,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
                 events,
                 rate,
                 seconds,
+                producers,
             })
             .await
         }

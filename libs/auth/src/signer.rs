@@ -30,6 +30,8 @@ pub struct Claims {
 pub struct TokenSigner {
     key: Arc<EncodingKey>,
     algorithm: Algorithm,
+    /// The header `kid`, so verifiers holding a key set can pick this key.
+    kid: Option<String>,
     issuer: String,
     audience: String,
     clock: SharedClock,
@@ -40,6 +42,7 @@ impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSigner")
             .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
@@ -84,10 +87,18 @@ impl TokenSigner {
         Self {
             key: Arc::new(key),
             algorithm,
+            kid: None,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             clock,
         }
+    }
+
+    /// Puts `kid` in the header of every token signed from now on: the key's id in the JWKS
+    /// that verifiers fetch.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
     }
 
     /// Claims for `sub`, valid for `ttl_secs` from the clock's now.
@@ -106,8 +117,11 @@ impl TokenSigner {
     }
 
     pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
-        jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.key)
-            .map_err(|e| AuthError::Key(e.to_string()))
+        let header = Header {
+            kid: self.kid.clone(),
+            ..Header::new(self.algorithm)
+        };
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| AuthError::Key(e.to_string()))
     }
 
     /// A short-lived token for one of PIM's services: `sub = service:<name>`.

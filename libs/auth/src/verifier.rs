@@ -1,10 +1,13 @@
-//! Bearer-token verification: signature, issuer, audience, and expiry against the clock.
+//! Bearer-token verification: signature, issuer, audience, and expiry against the clock. The key
+//! is either one static key (PEM, or HS256 in dev mode) or an identity provider's JWKS, chosen by
+//! the token's `kid`.
 
 use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use pim_clock::SharedClock;
 
+use crate::jwks::{JwksCache, VerificationKey};
 use crate::{Caller, Claims};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,9 +26,15 @@ pub enum AuthError {
     NotYetValid,
     #[error("key: {0}")]
     Key(String),
+    /// A JWKS is configured and the token names no key.
+    #[error("token has no key id")]
+    MissingKeyId,
+    /// The token's `kid` is not in the key set (yet): an early refresh has been asked for.
+    #[error("unknown signing key")]
+    UnknownKey,
 }
 
-/// The key that verifies tokens.
+/// A static key that verifies tokens. For a JWKS URL, see [`Verifier::from_jwks`].
 #[derive(Clone)]
 pub enum KeyMaterial {
     /// A PEM public key: RSA for RS256, EC P-256 for ES256.
@@ -37,8 +46,7 @@ pub enum KeyMaterial {
 /// Verifies bearer tokens into callers. Cloning is cheap.
 #[derive(Clone)]
 pub struct Verifier {
-    key: Arc<DecodingKey>,
-    algorithm: Algorithm,
+    keys: Keys,
     issuer: String,
     audience: String,
     clock: SharedClock,
@@ -46,10 +54,22 @@ pub struct Verifier {
     leeway: i64,
 }
 
+#[derive(Clone)]
+enum Keys {
+    /// One key; the token's `kid` is not consulted.
+    Static(Arc<VerificationKey>),
+    /// The key the token's `kid` names in the set.
+    Jwks(JwksCache),
+}
+
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("algorithm", &self.algorithm)
+        let mut debug = f.debug_struct("Verifier");
+        match &self.keys {
+            Keys::Static(key) => debug.field("algorithm", &key.algorithm),
+            Keys::Jwks(cache) => debug.field("jwks", &cache.url()),
+        };
+        debug
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
@@ -79,14 +99,25 @@ impl Verifier {
             }
         };
         let key = key.map_err(|e| AuthError::Key(e.to_string()))?;
-        Ok(Self {
-            key: Arc::new(key),
-            algorithm,
+        let key = Arc::new(VerificationKey { key, algorithm });
+        Ok(Self::with_keys(Keys::Static(key), issuer, audience, clock))
+    }
+
+    /// Verifies with the keys of an identity provider's JWKS: RS256 or ES256 only, and every
+    /// token must carry a `kid`. The cache's refresher must be running for rotated keys to be
+    /// picked up.
+    pub fn from_jwks(jwks: JwksCache, issuer: &str, audience: &str, clock: SharedClock) -> Self {
+        Self::with_keys(Keys::Jwks(jwks), issuer, audience, clock)
+    }
+
+    fn with_keys(keys: Keys, issuer: &str, audience: &str, clock: SharedClock) -> Self {
+        Self {
+            keys,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             clock,
             leeway: 5,
-        })
+        }
     }
 
     /// Verifies the value of an `authorization` header.
@@ -102,16 +133,19 @@ impl Verifier {
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         // decode_header refuses `alg: none`, which jsonwebtoken has no variant for.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
-        if header.alg != self.algorithm {
+        let key = self.key_for(&header)?;
+        // The token's `alg` must be the one its key is for: an RSA public key must never be
+        // taken as an HMAC secret.
+        if header.alg != key.algorithm {
             return Err(AuthError::Algorithm);
         }
-        let mut validation = Validation::new(self.algorithm);
+        let mut validation = Validation::new(key.algorithm);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         // Expiry is checked below against the injectable clock.
         validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation)
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| AuthError::Invalid(format!("{:?}", e.kind())))?;
         let claims = data.claims;
         let now = self.clock.now().timestamp();
@@ -130,6 +164,23 @@ impl Verifier {
             claims.auth_time,
             claims.acrs,
         ))
+    }
+
+    /// The key that should have signed a token with this header. Never touches the network.
+    fn key_for(&self, header: &Header) -> Result<Arc<VerificationKey>, AuthError> {
+        let cache = match &self.keys {
+            Keys::Static(key) => return Ok(key.clone()),
+            Keys::Jwks(cache) => cache,
+        };
+        // Refused before the lookup, so tokens that could never verify trigger no refresh.
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(AuthError::Algorithm);
+        }
+        let kid = header.kid.as_deref().ok_or(AuthError::MissingKeyId)?;
+        cache.key(kid).ok_or_else(|| {
+            cache.request_refresh();
+            AuthError::UnknownKey
+        })
     }
 }
 
