@@ -59,7 +59,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     pim_db::ensure_postgres_database(&options.database_url, &db_name).await?;
     let url = pim_db::with_database(&options.database_url, &db_name);
     crate::migrate_service(ServiceName::Audit, &url).await?;
-    let db = pim_db::connect(&url, pim_db::PoolSize { max: options.producers as u32 + 16, min: 4 }).await?;
+    let db = pim_db::connect(
+        &url,
+        pim_db::PoolSize {
+            max: options.producers as u32 + 16,
+            min: 4,
+        },
+    )
+    .await?;
     db.execute_unprepared(
         "CREATE TABLE bench_effects (event_id TEXT PRIMARY KEY); SET synchronous_commit = on;",
     )
@@ -249,7 +256,9 @@ async fn pipeline(db: &DatabaseConnection, options: &BenchOptions) -> anyhow::Re
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?,
     );
-    Sample { latencies, elapsed }.report(&format!("pipeline: max throughput ({producers_n} producers)"));
+    Sample { latencies, elapsed }.report(&format!(
+        "pipeline: max throughput ({producers_n} producers)"
+    ));
 
     // Latency at a fixed offered rate.
     let total = (options.rate * options.seconds) as usize;
