@@ -88,7 +88,7 @@ async fn after_redis_restarts_empty_the_gap_is_replayed_from_the_outbox_once() -
         let row = assignment_db
             .query_one_raw(stmt(
                 &assignment_db,
-                "SELECT COUNT(*) AS n FROM outbox WHERE published_at_ms IS NOT NULL",
+                "SELECT published_sequence AS n FROM relay_state",
                 [],
             ))
             .await?;

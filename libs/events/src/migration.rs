@@ -9,24 +9,24 @@ pub struct EventTablesMigration;
 
 impl MigrationName for EventTablesMigration {
     fn name(&self) -> &str {
-        "m0001_event_tables"
+        "m0001_event_bus"
     }
 }
 
 const POSTGRES: &str = r#"
 CREATE TABLE outbox (
     id BIGSERIAL PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     event_type TEXT NOT NULL,
     envelope BYTEA NOT NULL,
     sequence BIGINT UNIQUE,
-    published_at_ms BIGINT
+    sequenced_at_ms BIGINT
 );
 CREATE INDEX outbox_unassigned ON outbox (id) WHERE sequence IS NULL;
-CREATE INDEX outbox_unpublished ON outbox (sequence) WHERE sequence IS NOT NULL AND published_at_ms IS NULL;
 CREATE TABLE relay_state (
     producer TEXT PRIMARY KEY,
-    last_sequence BIGINT NOT NULL
+    last_sequence BIGINT NOT NULL,
+    published_sequence BIGINT NOT NULL
 );
 CREATE TABLE inbox (
     event_id TEXT PRIMARY KEY,
@@ -45,15 +45,17 @@ CREATE TABLE consumer_progress (
 const SQLITE: &str = r#"
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     event_type TEXT NOT NULL,
     envelope BLOB NOT NULL,
     sequence BIGINT UNIQUE,
-    published_at_ms BIGINT
+    sequenced_at_ms BIGINT
 );
+CREATE INDEX outbox_unassigned ON outbox (id) WHERE sequence IS NULL;
 CREATE TABLE relay_state (
     producer TEXT PRIMARY KEY,
-    last_sequence BIGINT NOT NULL
+    last_sequence BIGINT NOT NULL,
+    published_sequence BIGINT NOT NULL
 );
 CREATE TABLE inbox (
     event_id TEXT PRIMARY KEY,

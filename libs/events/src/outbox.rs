@@ -85,39 +85,50 @@ impl Outbox {
         self.wake.notified()
     }
 
-    /// Published events from `from_sequence` on, in order, as consumers receive them.
+    /// Published events from `from_sequence` on, in order, as consumers receive them, and the
+    /// highest published sequence.
     pub async fn published_from(
         &self,
         db: &DatabaseConnection,
         from_sequence: u64,
         limit: u32,
     ) -> anyhow::Result<(Vec<Event>, u64)> {
+        let head = self.published_sequence(db).await?;
         let rows = db
             .query_all_raw(stmt(
                 db,
-                "SELECT sequence, envelope, published_at_ms FROM outbox \
-                 WHERE sequence >= $1 AND published_at_ms IS NOT NULL ORDER BY sequence LIMIT $2",
-                [(from_sequence as i64).into(), i64::from(limit).into()],
+                "SELECT sequence, envelope, sequenced_at_ms FROM outbox \
+                 WHERE sequence >= $1 AND sequence <= $2 ORDER BY sequence LIMIT $3",
+                [
+                    (from_sequence as i64).into(),
+                    (head as i64).into(),
+                    i64::from(limit).into(),
+                ],
             ))
             .await?;
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
             let sequence: i64 = row.try_get("", "sequence")?;
             let envelope: Vec<u8> = row.try_get("", "envelope")?;
-            let published: i64 = row.try_get("", "published_at_ms")?;
+            let published: i64 = row.try_get("", "sequenced_at_ms")?;
             events.push(stamp(&envelope, sequence as u64, published)?);
         }
+        Ok((events, head))
+    }
+
+    /// The highest sequence the relay has published.
+    pub async fn published_sequence(&self, db: &impl ConnectionTrait) -> anyhow::Result<u64> {
         let head = db
             .query_one_raw(stmt(
                 db,
-                "SELECT COALESCE(MAX(sequence), 0) AS head FROM outbox WHERE published_at_ms IS NOT NULL",
-                [],
+                "SELECT published_sequence FROM relay_state WHERE producer = $1",
+                [self.producer.to_string().into()],
             ))
             .await?
-            .map(|row| row.try_get::<i64>("", "head"))
+            .map(|row| row.try_get::<i64>("", "published_sequence"))
             .transpose()?
             .unwrap_or(0);
-        Ok((events, head as u64))
+        Ok(head as u64)
     }
 }
 

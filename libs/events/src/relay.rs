@@ -131,81 +131,94 @@ impl Relay {
         Ok(locked.then_some(connection))
     }
 
-    /// Assigns sequences to new rows, publishes what is assigned and unpublished, and marks it.
-    /// Returns how many events were published.
+    /// Assigns sequences to new rows, publishes everything assigned and not yet published, in
+    /// order, then moves the producer's published mark. Returns how many events were published.
     pub async fn step(&self) -> anyhow::Result<usize> {
-        self.assign_sequences().await?;
+        let (published, assigned) = self.assign_sequences().await?;
+        if assigned <= published {
+            return Ok(0);
+        }
         let rows = self
             .db
             .query_all_raw(stmt(
                 &self.db,
-                "SELECT sequence, envelope FROM outbox \
-                 WHERE sequence IS NOT NULL AND published_at_ms IS NULL ORDER BY sequence LIMIT $1",
-                [i64::from(self.options.batch).into()],
+                "SELECT sequence, envelope, sequenced_at_ms FROM outbox \
+                 WHERE sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3",
+                [
+                    published.into(),
+                    assigned.into(),
+                    i64::from(self.options.batch).into(),
+                ],
             ))
             .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let now = self.outbox.clock().now_millis();
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             let sequence: i64 = row.try_get("", "sequence")?;
             let envelope: Vec<u8> = row.try_get("", "envelope")?;
-            events.push(stamp(&envelope, sequence as u64, now)?);
+            let sequenced_at: i64 = row.try_get("", "sequenced_at_ms")?;
+            events.push(stamp(&envelope, sequence as u64, sequenced_at)?);
         }
+        let Some(last) = events.last().map(|e| e.sequence as i64) else {
+            return Ok(0);
+        };
         self.publisher
             .publish(&events)
             .await
             .context("publishing")?;
-        let first = events.first().map(|e| e.sequence).unwrap_or_default() as i64;
-        let last = events.last().map(|e| e.sequence).unwrap_or_default() as i64;
         self.db
             .execute_raw(stmt(
                 &self.db,
-                "UPDATE outbox SET published_at_ms = $1 WHERE sequence >= $2 AND sequence <= $3 AND published_at_ms IS NULL",
-                [now.into(), first.into(), last.into()],
+                "UPDATE relay_state SET published_sequence = $1 WHERE producer = $2 AND published_sequence < $1",
+                [last.into(), self.outbox.producer().to_owned().into()],
             ))
             .await?;
         Ok(events.len())
     }
 
-    async fn assign_sequences(&self) -> anyhow::Result<()> {
+    /// Gives the next batch of new rows their sequences, in commit-visible id order. Returns the
+    /// producer's (published, last assigned) sequences.
+    async fn assign_sequences(&self) -> anyhow::Result<(i64, i64)> {
         let txn = self.db.begin().await?;
         let lock = match txn.get_database_backend() {
             DatabaseBackend::Postgres => " FOR UPDATE",
             _ => "",
         };
         let producer = self.outbox.producer().to_owned();
-        let last = txn
+        let state = txn
             .query_one_raw(stmt(
                 &txn,
-                &format!("SELECT last_sequence FROM relay_state WHERE producer = $1{lock}"),
+                &format!("SELECT last_sequence, published_sequence FROM relay_state WHERE producer = $1{lock}"),
                 [producer.clone().into()],
             ))
-            .await?
-            .map(|row| row.try_get::<i64>("", "last_sequence"))
-            .transpose()?;
-        let last = match last {
-            Some(last) => last,
+            .await?;
+        let (last, published) = match state {
+            Some(row) => (
+                row.try_get::<i64>("", "last_sequence")?,
+                row.try_get::<i64>("", "published_sequence")?,
+            ),
             None => {
                 txn.execute_raw(stmt(
                     &txn,
-                    "INSERT INTO relay_state (producer, last_sequence) VALUES ($1, 0)",
+                    "INSERT INTO relay_state (producer, last_sequence, published_sequence) VALUES ($1, 0, 0)",
                     [producer.clone().into()],
                 ))
                 .await?;
-                0
+                (0, 0)
             }
         };
+        let now = self.outbox.clock().now_millis();
         let assigned = txn
             .execute_raw(stmt(
                 &txn,
-                "UPDATE outbox SET sequence = s.seq FROM (\
-                   SELECT id, ROW_NUMBER() OVER (ORDER BY id) + $1 AS seq FROM outbox \
-                   WHERE sequence IS NULL ORDER BY id LIMIT $2) AS s \
+                "UPDATE outbox SET sequence = s.seq, sequenced_at_ms = $1 FROM (\
+                   SELECT id, ROW_NUMBER() OVER (ORDER BY id) + $2 AS seq FROM outbox \
+                   WHERE sequence IS NULL ORDER BY id LIMIT $3) AS s \
                  WHERE outbox.id = s.id",
-                [last.into(), i64::from(self.options.batch).into()],
+                [
+                    now.into(),
+                    last.into(),
+                    i64::from(self.options.batch).into(),
+                ],
             ))
             .await?
             .rows_affected() as i64;
@@ -218,18 +231,19 @@ impl Relay {
             .await?;
         }
         txn.commit().await?;
-        Ok(())
+        Ok((published, last + assigned))
     }
 
     /// Drops published rows older than the replay window, and trims the stream.
     async fn housekeeping(&self) -> anyhow::Result<()> {
         let horizon =
             self.outbox.clock().now_millis() - self.options.replay_window.as_millis() as i64;
+        let published = self.outbox.published_sequence(&self.db).await? as i64;
         self.db
             .execute_raw(stmt(
                 &self.db,
-                "DELETE FROM outbox WHERE published_at_ms IS NOT NULL AND published_at_ms < $1",
-                [horizon.into()],
+                "DELETE FROM outbox WHERE sequence <= $1 AND sequenced_at_ms < $2",
+                [published.into(), horizon.into()],
             ))
             .await?;
         self.publisher.trim().await
