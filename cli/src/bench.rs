@@ -96,7 +96,7 @@ async fn baseline(calls: usize) -> anyhow::Result<Sample> {
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move { stop.cancelled().await },
             ),
     );

@@ -1,7 +1,7 @@
 //! The consumer side of a transaction: the handled event id is recorded with the effect, so a
 //! redelivered event has no second effect.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use futures_util::future::BoxFuture;
 use pim_clock::SharedClock;
@@ -91,13 +91,11 @@ impl Inbox {
     pub async fn apply_batch(&self, events: &[Event]) -> Result<Vec<Applied>, BatchFailed> {
         let failed = |at: Option<usize>| move |error: anyhow::Error| BatchFailed { at, error };
         let txn = self.db.begin().await.map_err(|e| failed(None)(e.into()))?;
+        let mut fresh = self.record_many(&txn, events).await.map_err(failed(None))?;
         let mut outcomes = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
-            if !self
-                .record(&txn, event, "applied")
-                .await
-                .map_err(failed(None))?
-            {
+            // `remove`, so a second copy of an event in the same batch counts as a duplicate.
+            if !fresh.remove(&event.id) {
                 outcomes.push(Applied::Duplicate);
                 continue;
             }
@@ -160,6 +158,46 @@ impl Inbox {
             .await?
             .rows_affected();
         Ok(inserted == 1)
+    }
+
+    /// Inserts the inbox rows of a batch in one statement; returns the ids that were new.
+    async fn record_many(
+        &self,
+        txn: &impl ConnectionTrait,
+        events: &[Event],
+    ) -> anyhow::Result<HashSet<String>> {
+        if events.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let now = self.clock.now_millis();
+        let mut sql = String::from(
+            "INSERT INTO inbox (event_id, producer, sequence, outcome, recorded_at_ms) VALUES ",
+        );
+        let mut values = Vec::with_capacity(events.len() * 4);
+        for (i, event) in events.iter().enumerate() {
+            let n = i * 4;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, 'applied', ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ));
+            values.extend([
+                event.id.clone().into(),
+                event.producer.clone().into(),
+                (event.sequence as i64).into(),
+                now.into(),
+            ]);
+        }
+        sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+        let rows = txn.query_all_raw(stmt(txn, &sql, values)).await?;
+        rows.iter()
+            .map(|row| row.try_get::<String>("", "event_id").map_err(Into::into))
+            .collect()
     }
 
     /// Whether an event id was handled or dead-lettered.

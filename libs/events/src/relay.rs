@@ -38,6 +38,8 @@ pub struct RelayOptions {
     pub poll: Duration,
     pub replay_window: Duration,
     pub housekeeping_every: Duration,
+    /// Pause after a partial batch while events keep coming (bounds added latency).
+    pub linger: Duration,
 }
 
 impl Default for RelayOptions {
@@ -47,6 +49,7 @@ impl Default for RelayOptions {
             poll: Duration::from_millis(20),
             replay_window: Duration::from_secs(7 * 86_400),
             housekeeping_every: Duration::from_secs(30),
+            linger: Duration::from_millis(2),
         }
     }
 }
@@ -93,6 +96,11 @@ impl Relay {
             match result {
                 Ok(published) if published > 0 => {
                     backoff = self.options.poll;
+                    // Under load, a short linger lets the next batch fill, so the relay's fixed
+                    // cost per step is spread over many events instead of a few.
+                    if published < self.options.batch as usize && !self.options.linger.is_zero() {
+                        tokio::time::sleep(self.options.linger).await;
+                    }
                     continue;
                 }
                 Ok(_) => backoff = self.options.poll,
