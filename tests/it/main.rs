@@ -6,6 +6,7 @@
 mod bad_input;
 mod bus;
 mod dev;
+mod jwks;
 mod mtls;
 mod skeleton;
 mod support;

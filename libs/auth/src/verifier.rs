@@ -47,6 +47,9 @@ pub enum KeyMaterial {
 #[derive(Clone)]
 pub struct Verifier {
     keys: Keys,
+    /// With a JWKS: the key of PIM's own service tokens, which carry no `kid`. Only
+    /// `service:<name>` subjects may be verified with it.
+    service_key: Option<Arc<VerificationKey>>,
     issuer: String,
     audience: String,
     clock: SharedClock,
@@ -83,24 +86,15 @@ impl Verifier {
         audience: &str,
         clock: SharedClock,
     ) -> Result<Self, AuthError> {
-        let (key, algorithm) = match key {
-            KeyMaterial::Hs256(secret) => (Ok(DecodingKey::from_secret(&secret)), Algorithm::HS256),
-            KeyMaterial::Pem(pem) => {
-                let text = String::from_utf8_lossy(&pem);
-                if text.contains("BEGIN RSA PUBLIC KEY") {
-                    (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256)
-                } else {
-                    // A SubjectPublicKeyInfo PEM: try EC first, then RSA.
-                    match DecodingKey::from_ec_pem(&pem) {
-                        Ok(key) => (Ok(key), Algorithm::ES256),
-                        Err(_) => (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256),
-                    }
-                }
-            }
-        };
-        let key = key.map_err(|e| AuthError::Key(e.to_string()))?;
-        let key = Arc::new(VerificationKey { key, algorithm });
+        let key = verification_key(key)?;
         Ok(Self::with_keys(Keys::Static(key), issuer, audience, clock))
+    }
+
+    /// With a JWKS, also accept PIM's own service tokens (no `kid`) signed by this key; only
+    /// `service:<name>` subjects may use it.
+    pub fn with_service_key(mut self, key: KeyMaterial) -> Result<Self, AuthError> {
+        self.service_key = Some(verification_key(key)?);
+        Ok(self)
     }
 
     /// Verifies with the keys of an identity provider's JWKS: RS256 or ES256 only, and every
@@ -113,6 +107,7 @@ impl Verifier {
     fn with_keys(keys: Keys, issuer: &str, audience: &str, clock: SharedClock) -> Self {
         Self {
             keys,
+            service_key: None,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             clock,
@@ -133,7 +128,7 @@ impl Verifier {
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         // decode_header refuses `alg: none`, which jsonwebtoken has no variant for.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
-        let key = self.key_for(&header)?;
+        let (key, services_only) = self.key_for(&header)?;
         // The token's `alg` must be the one its key is for: an RSA public key must never be
         // taken as an HMAC secret.
         if header.alg != key.algorithm {
@@ -158,6 +153,9 @@ impl Verifier {
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
+        if services_only && !claims.sub.starts_with("service:") {
+            return Err(AuthError::MissingKeyId);
+        }
         Ok(Caller::from_subject(
             claims.sub,
             claims.amr,
@@ -167,21 +165,48 @@ impl Verifier {
     }
 
     /// The key that should have signed a token with this header. Never touches the network.
-    fn key_for(&self, header: &Header) -> Result<Arc<VerificationKey>, AuthError> {
+    /// The key for a token, and whether only service identities may be verified with it.
+    fn key_for(&self, header: &Header) -> Result<(Arc<VerificationKey>, bool), AuthError> {
         let cache = match &self.keys {
-            Keys::Static(key) => return Ok(key.clone()),
+            Keys::Static(key) => return Ok((key.clone(), false)),
             Keys::Jwks(cache) => cache,
         };
         // Refused before the lookup, so tokens that could never verify trigger no refresh.
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return Err(AuthError::Algorithm);
         }
-        let kid = header.kid.as_deref().ok_or(AuthError::MissingKeyId)?;
-        cache.key(kid).ok_or_else(|| {
+        let Some(kid) = header.kid.as_deref() else {
+            return match &self.service_key {
+                Some(key) => Ok((key.clone(), true)),
+                None => Err(AuthError::MissingKeyId),
+            };
+        };
+        let key = cache.key(kid).ok_or_else(|| {
             cache.request_refresh();
             AuthError::UnknownKey
-        })
+        })?;
+        Ok((key, false))
     }
+}
+
+fn verification_key(key: KeyMaterial) -> Result<Arc<VerificationKey>, AuthError> {
+    let (key, algorithm) = match key {
+        KeyMaterial::Hs256(secret) => (Ok(DecodingKey::from_secret(&secret)), Algorithm::HS256),
+        KeyMaterial::Pem(pem) => {
+            let text = String::from_utf8_lossy(&pem);
+            if text.contains("BEGIN RSA PUBLIC KEY") {
+                (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256)
+            } else {
+                // A SubjectPublicKeyInfo PEM: try EC first, then RSA.
+                match DecodingKey::from_ec_pem(&pem) {
+                    Ok(key) => (Ok(key), Algorithm::ES256),
+                    Err(_) => (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256),
+                }
+            }
+        }
+    };
+    let key = key.map_err(|e| AuthError::Key(e.to_string()))?;
+    Ok(Arc::new(VerificationKey { key, algorithm }))
 }
 
 #[cfg(test)]

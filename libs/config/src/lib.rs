@@ -87,6 +87,11 @@ pub const REFERENCE: &[KeyDoc] = &[
         doc: "PEM public key (RSA for RS256, EC P-256 for ES256) that verifies tokens.",
     },
     KeyDoc {
+        key: "PIM_AUTH_JWKS_URL",
+        default: "",
+        doc: "An identity provider's JWKS (http://; cached, refreshed every 5 minutes and on an unknown kid). With it, PIM_AUTH_PUBLIC_KEY_FILE verifies only PIM's own service tokens.",
+    },
+    KeyDoc {
         key: "PIM_AUTH_DEV_HS256_SECRET",
         default: "",
         doc: "Dev mode only: a shared HS256 secret. Refused unless PIM_AUTH_DEV_MODE=true.",
@@ -202,3 +207,18 @@ pub const REFERENCE: &[KeyDoc] = &[
         doc: "service.name of exported spans.",
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_readme_documents_every_key() {
+        let readme = include_str!("../../../README.md");
+        for key in super::REFERENCE {
+            assert!(
+                readme.contains(&format!("| `{}` |", key.key)),
+                "README.md lacks {}",
+                key.key
+            );
+        }
+    }
+}

@@ -90,6 +90,8 @@ pub struct AuthSettings {
     pub issuer: String,
     pub audience: String,
     pub public_key_file: Option<PathBuf>,
+    /// An identity provider's JWKS; with it, `public_key_file` verifies only service tokens.
+    pub jwks_url: Option<String>,
     pub dev_mode: bool,
     pub dev_hs256_secret: Option<String>,
     pub service_signing_key_file: Option<PathBuf>,
@@ -171,6 +173,7 @@ impl Settings {
             issuer: source.get("PIM_AUTH_ISSUER", "pim".to_owned())?,
             audience: source.get("PIM_AUTH_AUDIENCE", "pim".to_owned())?,
             public_key_file: source.optional("PIM_AUTH_PUBLIC_KEY_FILE")?,
+            jwks_url: source.optional("PIM_AUTH_JWKS_URL")?,
             dev_mode: source.get("PIM_AUTH_DEV_MODE", false)?,
             dev_hs256_secret: source.optional("PIM_AUTH_DEV_HS256_SECRET")?,
             service_signing_key_file: source.optional("PIM_SERVICE_SIGNING_KEY_FILE")?,
@@ -181,7 +184,10 @@ impl Settings {
                 message: "HS256 is accepted only with PIM_AUTH_DEV_MODE=true".into(),
             });
         }
-        if auth.public_key_file.is_none() && auth.dev_hs256_secret.is_none() {
+        if auth.public_key_file.is_none()
+            && auth.jwks_url.is_none()
+            && auth.dev_hs256_secret.is_none()
+        {
             return Err(ConfigError::Missing {
                 key: "PIM_AUTH_PUBLIC_KEY_FILE".into(),
             });

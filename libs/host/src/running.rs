@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use pim_auth::{KeyMaterial, TokenSigner, Verifier};
+use pim_auth::{JwksCache, JwksConfig, KeyMaterial, TokenSigner, Verifier};
 use pim_client::{Credentials, ServiceToken};
 use pim_clock::SharedClock;
 use pim_config::{ServiceName, Settings};
@@ -68,13 +68,32 @@ impl RunningService {
     }
 }
 
-pub(crate) fn verifier(settings: &Settings, clock: SharedClock) -> anyhow::Result<Verifier> {
+/// The token verifier: a JWKS (refreshed by a task on `tracker`), a PEM key, or dev HS256.
+pub(crate) async fn verifier(
+    settings: &Settings,
+    clock: SharedClock,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Verifier> {
     let auth = &settings.auth;
+    let pem = |path: &std::path::Path| -> anyhow::Result<KeyMaterial> {
+        Ok(KeyMaterial::Pem(std::fs::read(path).with_context(
+            || format!("PIM_AUTH_PUBLIC_KEY_FILE {}", path.display()),
+        )?))
+    };
+    if let Some(url) = &auth.jwks_url {
+        let jwks = JwksCache::fetch(url, JwksConfig::default())
+            .await
+            .context("PIM_AUTH_JWKS_URL")?;
+        tracker.spawn(jwks.clone().run_refresh(cancel.clone()));
+        let verifier = Verifier::from_jwks(jwks, &auth.issuer, &auth.audience, clock);
+        return match &auth.public_key_file {
+            Some(path) => Ok(verifier.with_service_key(pem(path)?)?),
+            None => Ok(verifier),
+        };
+    }
     let key = match (&auth.public_key_file, &auth.dev_hs256_secret) {
-        (Some(path), _) => KeyMaterial::Pem(
-            std::fs::read(path)
-                .with_context(|| format!("PIM_AUTH_PUBLIC_KEY_FILE {}", path.display()))?,
-        ),
+        (Some(path), _) => pem(path)?,
         (None, Some(secret)) if auth.dev_mode => KeyMaterial::Hs256(secret.as_bytes().to_vec()),
         _ => anyhow::bail!("configuration key PIM_AUTH_PUBLIC_KEY_FILE is required"),
     };
@@ -130,7 +149,7 @@ pub async fn start<S: ContextService>(
         settings.events.security_events_per_minute,
         cancel.clone(),
     );
-    let verifier = verifier(&settings, clock.clone())?;
+    let verifier = verifier(&settings, clock.clone(), &tracker, &cancel).await?;
     let signer = signer(&settings, clock.clone())?;
     let peers = Peers::new(
         &settings,

@@ -28,6 +28,9 @@ pub const TLS_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/server.key"
 pub struct HarnessOptions {
     /// Every service serves and calls its peers over mutual TLS.
     pub mtls: bool,
+    /// People's tokens are verified through a JWKS served over HTTP (tokens carry `kid`); the
+    /// services' own tokens through the PEM key.
+    pub jwks: bool,
     /// A Redis of the test's own (fault tests); the shared one otherwise.
     pub redis_url: Option<String>,
     /// Extra settings for every service, such as short reclaim or gap timings.
@@ -37,6 +40,7 @@ pub struct HarnessOptions {
 pub struct Harness {
     pub clock: Arc<ManualClock>,
     mtls: bool,
+    _jwks: Option<crate::JwksServer>,
     pub prefix: String,
     pub redis_url: String,
     signer: TokenSigner,
@@ -105,6 +109,13 @@ impl Harness {
             base.set(key, value);
         }
         let scheme = if options.mtls { "https" } else { "http" };
+        let jwks = match options.jwks {
+            true => Some(crate::JwksServer::start().await?),
+            false => None,
+        };
+        if let Some(server) = &jwks {
+            base.set("PIM_AUTH_JWKS_URL", server.url.clone());
+        }
         let mut listeners = Vec::new();
         let mut urls = HashMap::new();
         for service in ServiceName::ALL {
@@ -114,15 +125,19 @@ impl Harness {
             urls.insert(service, url);
             listeners.push((service, listener));
         }
-        let signer = TokenSigner::from_pem(
+        let mut signer = TokenSigner::from_pem(
             &std::fs::read(ISSUER_PRIVATE_KEY)?,
             "pim",
             "pim",
             clock.clone(),
         )?;
+        if jwks.is_some() {
+            signer = signer.with_kid(crate::ISSUER_KID);
+        }
         let mut harness = Self {
             clock,
             mtls: options.mtls,
+            _jwks: jwks,
             prefix,
             redis_url,
             signer,

@@ -4,6 +4,7 @@
 
 mod engines;
 mod harness;
+mod jwks_server;
 mod otlp;
 mod postgres;
 mod redis_server;
@@ -13,6 +14,7 @@ pub use harness::{
     ADMIN, Harness, HarnessOptions, ISSUER_PRIVATE_KEY, ISSUER_PUBLIC_KEY, OTHER_PRIVATE_KEY,
     TLS_CA, TLS_CERT, TLS_KEY, client_tls, start_service,
 };
+pub use jwks_server::{ISSUER_KID, JwksServer};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::TestDatabase;
 pub use redis_server::RedisServer;
