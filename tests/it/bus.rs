@@ -19,6 +19,9 @@ use pim_proto::events::v1::Event;
 use pim_testkit::{ADMIN, Harness, HarnessOptions, RedisServer, TestDatabase};
 use redis::AsyncCommands as _;
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::support::{audit_records, make_eligible};
 
@@ -31,6 +34,23 @@ fn fault_options(redis: &RedisServer) -> HarnessOptions {
         ],
         ..Default::default()
     }
+}
+
+async fn await_health(h: &Harness, wanted: ServingStatus) -> anyhow::Result<()> {
+    let channel =
+        pim_client::channel(h.url(ServiceName::Assignment), Duration::from_secs(5), None)?;
+    h.eventually(Duration::from_secs(15), || {
+        let mut health = HealthClient::new(channel.clone());
+        async move {
+            let status = health
+                .check(HealthCheckRequest::default())
+                .await?
+                .into_inner()
+                .status();
+            Ok((status == wanted).then_some(()))
+        }
+    })
+    .await
 }
 
 async fn audited_schedules(h: &Harness) -> anyhow::Result<Vec<u64>> {
@@ -55,8 +75,11 @@ async fn an_event_committed_while_redis_is_down_is_delivered_when_it_returns() -
     .await?;
 
     redis.stop();
+    // Health says NOT_SERVING while the bus is away, and writes still commit to the outbox.
+    await_health(&h, ServingStatus::NotServing).await?;
     make_eligible(&h, "alice", "while-redis-is-down").await?;
     redis.start().await?;
+    await_health(&h, ServingStatus::Serving).await?;
 
     let sequences = h
         .eventually(Duration::from_secs(20), || async {
@@ -291,6 +314,58 @@ async fn a_poison_message_is_dead_lettered_after_n_attempts_and_the_consumer_goe
         "dead-lettered ids count as handled"
     );
     assert_eq!(f.effects().await?, 1);
+    drop(f.db);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_trimmed_only_below_what_every_group_acknowledged() -> anyhow::Result<()> {
+    let f = ConsumerFixture::new().await?;
+    f.publish(&[
+        event("test.fact", 1),
+        event("test.fact", 2),
+        event("test.fact", 3),
+    ])
+    .await?;
+    let consumer = f.consumer("only").await?;
+    assert_eq!(consumer.consume_new().await?, 3);
+    let publisher = RedisPublisher::connect(
+        &f.redis_url,
+        f.stream.clone(),
+        vec!["test".into(), "late".into()],
+    )
+    .await?;
+    let mut redis = redis::Client::open(f.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+
+    // Group "late" does not exist yet: it has acknowledged nothing, so nothing goes.
+    publisher.trim().await?;
+    assert_eq!(redis.xlen::<_, usize>(&f.stream).await?, 3);
+
+    // "late" joins from the start and reads all, acknowledging the first two only.
+    let _: () = redis.xgroup_create(&f.stream, "late", "0").await?;
+    let reply: redis::streams::StreamReadReply = redis
+        .xread_options(
+            &[&f.stream],
+            &[">"],
+            &redis::streams::StreamReadOptions::default().group("late", "l1"),
+        )
+        .await?;
+    let ids: Vec<String> = reply
+        .keys
+        .iter()
+        .flat_map(|k| k.ids.iter().map(|i| i.id.clone()))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let _: i64 = redis.xack(&f.stream, "late", &ids[..2]).await?;
+    publisher.trim().await?;
+    let left: redis::streams::StreamRangeReply = redis.xrange_all(&f.stream).await?;
+    assert_eq!(
+        left.ids.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        ids[2..],
+        "only the unacknowledged entry is kept"
+    );
     drop(f.db);
     Ok(())
 }
