@@ -7,7 +7,7 @@ mod settings;
 mod source;
 
 pub use settings::{
-    AuthSettings, DbSettings, EventSettings, GrpcSettings, ServiceName, Settings,
+    AuthSettings, DbSettings, EventSettings, GrpcSettings, Secret, ServiceName, Settings,
     TelemetrySettings, TlsSettings,
 };
 pub use source::{ConfigError, Source};

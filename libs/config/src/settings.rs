@@ -76,6 +76,30 @@ impl FromStr for ServiceName {
     }
 }
 
+/// A secret value: usable, but never printed, so settings can be logged safely.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DbSettings {
     pub url: String,
@@ -93,7 +117,7 @@ pub struct AuthSettings {
     /// An identity provider's JWKS; with it, `public_key_file` verifies only service tokens.
     pub jwks_url: Option<String>,
     pub dev_mode: bool,
-    pub dev_hs256_secret: Option<String>,
+    pub dev_hs256_secret: Option<Secret>,
     pub service_signing_key_file: Option<PathBuf>,
 }
 
@@ -313,6 +337,19 @@ mod tests {
             "http://127.0.0.1:50051"
         );
         assert_eq!(settings.db.pool_max, 10);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut source = minimal();
+        source.set("PIM_AUTH_DEV_MODE", "true");
+        source.set("PIM_AUTH_DEV_HS256_SECRET", "hunter2-secret");
+        let settings = Settings::load(ServiceName::Assignment, &source).unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert_eq!(
+            settings.auth.dev_hs256_secret.unwrap().expose(),
+            "hunter2-secret"
+        );
     }
 
     #[test]

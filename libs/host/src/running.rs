@@ -94,7 +94,9 @@ pub(crate) async fn verifier(
     }
     let key = match (&auth.public_key_file, &auth.dev_hs256_secret) {
         (Some(path), _) => pem(path)?,
-        (None, Some(secret)) if auth.dev_mode => KeyMaterial::Hs256(secret.as_bytes().to_vec()),
+        (None, Some(secret)) if auth.dev_mode => {
+            KeyMaterial::Hs256(secret.expose().as_bytes().to_vec())
+        }
         _ => anyhow::bail!("configuration key PIM_AUTH_PUBLIC_KEY_FILE is required"),
     };
     Verifier::new(key, &auth.issuer, &auth.audience, clock).context("token verification key")
@@ -110,7 +112,7 @@ pub(crate) fn signer(settings: &Settings, clock: SharedClock) -> anyhow::Result<
                 .context("PIM_SERVICE_SIGNING_KEY_FILE")
         }
         (None, Some(secret)) if auth.dev_mode => Ok(TokenSigner::hs256(
-            secret.as_bytes(),
+            secret.expose().as_bytes(),
             &auth.issuer,
             &auth.audience,
             clock,

@@ -31,7 +31,7 @@ impl From<AssignmentError> for tonic::Status {
             AssignmentError::Invalid(InvalidInput(api)) => api,
             AssignmentError::NotEligible => ApiError::FailedPrecondition {
                 reason: "NOT_ELIGIBLE",
-                message: error_text(&AssignmentError::NotEligible),
+                message: "the principal is not eligible for this role at this scope".into(),
             },
             AssignmentError::Forbidden(message) => ApiError::PermissionDenied {
                 reason: "NOT_AUTHORIZED",
@@ -41,8 +41,4 @@ impl From<AssignmentError> for tonic::Status {
         };
         api.into()
     }
-}
-
-fn error_text(e: &AssignmentError) -> String {
-    e.to_string()
 }
