@@ -26,6 +26,8 @@ pub struct BenchOptions {
     pub seconds: u64,
     /// Concurrent producer transactions in the throughput run.
     pub producers: usize,
+    /// Consumers in the one consumer group.
+    pub consumers: usize,
 }
 
 /// Latencies in microseconds, and how long the run took.
@@ -204,7 +206,7 @@ async fn pipeline(db: &DatabaseConnection, options: &BenchOptions) -> anyhow::Re
     let recorder = Arc::new(LatencyRecorder {
         latencies: Mutex::new(Vec::new()),
     });
-    for i in 0..8 {
+    for i in 0..options.consumers.max(1) {
         let inbox = Inbox::new(db.clone(), clock.clone(), "bench", recorder.clone());
         let consumer = RedisConsumer::connect(
             &options.redis_url,

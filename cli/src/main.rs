@@ -49,7 +49,11 @@ enum Command {
     },
     /// Measure the baseline RPC and the event pipeline against real PostgreSQL and Redis.
     Bench {
-        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        /// TLS is off by default: on loopback it only adds crypto to both sides of the same cores.
+        #[arg(
+            long,
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+        )]
         database_url: String,
         #[arg(long, default_value = "redis://127.0.0.1:6379")]
         redis_url: String,
@@ -64,6 +68,9 @@ enum Command {
         /// Concurrent producer transactions in the throughput run.
         #[arg(long, default_value_t = 32)]
         producers: usize,
+        /// Consumers in the one consumer group.
+        #[arg(long, default_value_t = 8)]
+        consumers: usize,
     },
     /// Print a dev-mode token for a principal, signed with the `pim dev` secret.
     Token {
@@ -115,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             producers,
+            consumers,
         } => {
             pim_cli::bench::run(pim_cli::bench::BenchOptions {
                 database_url,
@@ -123,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
                 rate,
                 seconds,
                 producers,
+                consumers,
             })
             .await
         }
