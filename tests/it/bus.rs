@@ -16,7 +16,7 @@ use pim_events::{
     dead_letter_key,
 };
 use pim_proto::events::v1::Event;
-use pim_testkit::{ADMIN, Harness, HarnessOptions, RedisServer, TestDatabase};
+use pim_testkit::{ADMIN, Harness, HarnessOptions, RedisKeys, RedisServer, TestDatabase};
 use redis::AsyncCommands as _;
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tonic_health::pb::{
@@ -168,6 +168,7 @@ impl EventHandler for CountingHandler {
 
 struct ConsumerFixture {
     db: TestDatabase,
+    _keys: RedisKeys,
     conn: sea_orm::DatabaseConnection,
     stream: String,
     handler: Arc<CountingHandler>,
@@ -180,14 +181,16 @@ impl ConsumerFixture {
         let conn = pim_db::connect(&db.url, pim_db::PoolSize { max: 4, min: 1 }).await?;
         conn.execute_unprepared("CREATE TABLE effects (event_id TEXT NOT NULL)")
             .await?;
+        let keys = RedisKeys::new(pim_testkit::redis_url());
         Ok(Self {
             db,
             conn,
-            stream: pim_events::stream_key(&pim_testkit::stream_prefix(), "test"),
+            stream: pim_events::stream_key(&keys.prefix, "test"),
             handler: Arc::new(CountingHandler {
                 calls: AtomicUsize::new(0),
             }),
             redis_url: pim_testkit::redis_url(),
+            _keys: keys,
         })
     }
 

@@ -10,7 +10,7 @@ use pim_config::{ServiceName, Settings, Source};
 use pim_host::{HostDeps, RunningService};
 use tokio::net::TcpListener;
 
-use crate::{TestDatabase, engines::redis_url, stream_prefix};
+use crate::{RedisKeys, TestDatabase, engines::redis_url};
 
 pub const ISSUER_PRIVATE_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/issuer.key");
 pub const ISSUER_PUBLIC_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/issuer.pub");
@@ -48,6 +48,8 @@ pub struct Harness {
     urls: HashMap<ServiceName, String>,
     services: HashMap<ServiceName, RunningService>,
     databases: HashMap<ServiceName, TestDatabase>,
+    /// Last, so it drops after the services: deletes the test's Redis keys.
+    _redis_keys: RedisKeys,
 }
 
 /// TLS that trusts the test CA, presenting `identity` (certificate and key files) if given.
@@ -85,8 +87,9 @@ impl Harness {
 
     pub async fn start_with(options: HarnessOptions) -> anyhow::Result<Self> {
         let clock = ManualClock::starting_now();
-        let prefix = stream_prefix();
         let redis_url = options.redis_url.unwrap_or_else(redis_url);
+        let redis_keys = RedisKeys::new(redis_url.clone());
+        let prefix = redis_keys.prefix.clone();
         let mut base = Source::from_pairs([
             ("PIM_AUTH_PUBLIC_KEY_FILE", ISSUER_PUBLIC_KEY),
             ("PIM_SERVICE_SIGNING_KEY_FILE", ISSUER_PRIVATE_KEY),
@@ -145,6 +148,7 @@ impl Harness {
             urls,
             services: HashMap::new(),
             databases: HashMap::new(),
+            _redis_keys: redis_keys,
         };
         for (service, _) in &listeners {
             harness

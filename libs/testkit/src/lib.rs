@@ -7,6 +7,7 @@ mod harness;
 mod jwks_server;
 mod otlp;
 mod postgres;
+mod redis_keys;
 mod redis_server;
 
 pub use engines::{postgres_url, redis_url};
@@ -17,6 +18,7 @@ pub use harness::{
 pub use jwks_server::{ISSUER_KID, JwksServer};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::TestDatabase;
+pub use redis_keys::RedisKeys;
 pub use redis_server::RedisServer;
 
 /// A unique prefix for the Redis keys of one test, so tests run in parallel.
