@@ -6,7 +6,9 @@
 mod bad_input;
 mod bus;
 mod dev;
+mod directory;
 mod jwks;
 mod mtls;
+mod roles;
 mod skeleton;
 mod support;

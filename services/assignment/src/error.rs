@@ -10,6 +10,16 @@ pub enum AssignmentError {
     NotEligible,
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A rule refused the request; `reason` is stable.
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -37,6 +47,11 @@ impl From<AssignmentError> for tonic::Status {
                 reason: "NOT_AUTHORIZED",
                 message,
             },
+            AssignmentError::NotFound(what) => ApiError::NotFound(what),
+            AssignmentError::AlreadyExists(message) => ApiError::AlreadyExists(message),
+            AssignmentError::Refused { reason, message } => {
+                ApiError::FailedPrecondition { reason, message }
+            }
             AssignmentError::Internal(e) => ApiError::Internal(e),
         };
         api.into()

@@ -34,6 +34,7 @@ impl ContextService for Assignment {
 
     async fn build(ctx: HostContext) -> anyhow::Result<Built> {
         let store = store::Store::new(ctx.db.clone());
+        store.seed_built_in_roles().await?;
         store
             .seed_break_glass(
                 &ctx.outbox,

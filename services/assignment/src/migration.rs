@@ -11,7 +11,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(EventTablesMigration), Box::new(Schedules)]
+        vec![
+            Box::new(EventTablesMigration),
+            Box::new(Schedules),
+            Box::new(Directory),
+        ]
     }
 }
 
@@ -68,6 +72,64 @@ impl MigrationTrait for Schedules {
         manager
             .get_connection()
             .execute_unprepared("DROP TABLE revision; DROP TABLE windows; DROP TABLE schedules;")
+            .await?;
+        Ok(())
+    }
+}
+
+struct Directory;
+
+impl MigrationName for Directory {
+    fn name(&self) -> &str {
+        "m0003_roles_and_directory"
+    }
+}
+
+const DIRECTORY_SQL: &str = r#"
+CREATE TABLE roles (
+    id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    privileged BOOLEAN NOT NULL,
+    built_in BOOLEAN NOT NULL,
+    request_key TEXT UNIQUE
+);
+CREATE UNIQUE INDEX roles_display_name ON roles (LOWER(display_name));
+CREATE TABLE principals (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    enabled BOOLEAN NOT NULL,
+    guest BOOLEAN NOT NULL,
+    break_glass BOOLEAN NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE TABLE group_members (
+    group_id TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_id)
+);
+CREATE INDEX group_members_member ON group_members (member_id);
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Directory {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(DIRECTORY_SQL)
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "DROP TABLE group_members; DROP TABLE principals; DROP TABLE roles;",
+            )
             .await?;
         Ok(())
     }

@@ -1,4 +1,5 @@
 //! Rules of the assignment context, free of I/O.
 
 pub mod access;
+pub mod roles;
 pub mod scope;

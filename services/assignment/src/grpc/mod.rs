@@ -1,5 +1,8 @@
 //! gRPC handlers: validate and convert, authorize, call the store or the domain, map the result.
 
+mod catalog;
+mod directory;
+
 use pim_auth::Caller;
 use pim_client::roles;
 use pim_grpc::{DenialRecorder as _, Violations, caller};
@@ -7,8 +10,12 @@ use pim_host::HostContext;
 use pim_proto::{
     assignment::v1::{
         CheckAccessRequest, CheckAccessResponse, CheckEligibilityRequest, CheckEligibilityResponse,
-        CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse,
-        ProvisionWindowRequest, ProvisionWindowResponse, Schedule, ScheduleKind,
+        CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse, CreateRoleRequest,
+        CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, GetPrincipalRequest,
+        GetPrincipalResponse, GetRoleRequest, GetRoleResponse, ListGroupMembersRequest,
+        ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse, ListRolesRequest,
+        ListRolesResponse, ProvisionWindowRequest, ProvisionWindowResponse, Schedule, ScheduleKind,
+        UpdateRoleRequest, UpdateRoleResponse, UpsertPrincipalsRequest, UpsertPrincipalsResponse,
         assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
     },
@@ -52,13 +59,20 @@ impl AssignmentApi {
         Self { store, ctx }
     }
 
+    /// May `principal` act as `role` at `scope` now: directly, through an enabled group, or
+    /// at an ancestor scope. A disabled principal may do nothing.
     async fn decide(&self, principal: &str, role: &str, scope: &Scope) -> Result<Decision> {
+        let Some(holder) = self.store.holder(principal).await? else {
+            return Ok(Decision::Denied {
+                reason: "the principal is disabled in the directory",
+            });
+        };
         let scopes = scope.with_ancestors();
         let active = self
             .store
-            .schedules(ScheduleKind::Active, principal, role, &scopes)
+            .schedules(ScheduleKind::Active, &holder.subjects, role, &scopes)
             .await?;
-        let windows = self.store.windows(principal, role, &scopes).await?;
+        let windows = self.store.windows(&holder.subjects, role, &scopes).await?;
         Ok(decide(&active, &windows, self.ctx.clock.now_millis()))
     }
 
@@ -69,12 +83,15 @@ impl AssignmentApi {
         role: &str,
         scope: &Scope,
     ) -> Result<Option<Interval>> {
+        let Some(holder) = self.store.holder(principal).await? else {
+            return Ok(None);
+        };
         let now = self.ctx.clock.now_millis();
         let schedules = self
             .store
             .schedules(
                 ScheduleKind::Eligible,
-                principal,
+                &holder.subjects,
                 role,
                 &scope.with_ancestors(),
             )
@@ -95,6 +112,49 @@ impl AssignmentApi {
             }
         }
         Ok(false)
+    }
+
+    /// Global Administrator or Privileged Role Administrator at `/`, or a recorded refusal.
+    async fn require_admin_at_root(&self, caller: &Caller, method: &str) -> Result<()> {
+        let root = Scope::parse("/").map_err(|e| anyhow::anyhow!(e))?;
+        if self
+            .holds_any(
+                &caller.subject,
+                &[
+                    roles::GLOBAL_ADMINISTRATOR,
+                    roles::PRIVILEGED_ROLE_ADMINISTRATOR,
+                ],
+                &root,
+            )
+            .await?
+        {
+            return Ok(());
+        }
+        Err(self.deny(
+            caller,
+            method,
+            format!(
+                "{} may not change the catalog or the directory",
+                caller.subject
+            ),
+        ))
+    }
+
+    /// Reading a principal's directory data: the principal itself, PIM's services, or a reader
+    /// role (or Privileged Role Administrator) at `/`.
+    async fn require_directory_reader(&self, caller: &Caller, subject: &str) -> Result<()> {
+        if caller.subject == subject || caller.service().is_some() {
+            return Ok(());
+        }
+        let root = Scope::parse("/").map_err(|e| anyhow::anyhow!(e))?;
+        let mut readers = roles::READERS.to_vec();
+        readers.push(roles::PRIVILEGED_ROLE_ADMINISTRATOR);
+        if self.holds_any(&caller.subject, &readers, &root).await? {
+            return Ok(());
+        }
+        Err(AssignmentError::Forbidden(
+            "reading the directory needs a reader role at /".into(),
+        ))
     }
 
     /// Refuses, and records the denial through the rate-limited security path.
@@ -130,6 +190,69 @@ fn validate_target(principal: &str, role: &str, scope: &str) -> Result<Scope> {
 
 #[tonic::async_trait]
 impl AssignmentService for AssignmentApi {
+    async fn get_role(
+        &self,
+        request: Request<GetRoleRequest>,
+    ) -> std::result::Result<Response<GetRoleResponse>, Status> {
+        self.handle_get_role(request).await
+    }
+
+    async fn list_roles(
+        &self,
+        request: Request<ListRolesRequest>,
+    ) -> std::result::Result<Response<ListRolesResponse>, Status> {
+        self.handle_list_roles(request).await
+    }
+
+    async fn create_role(
+        &self,
+        request: Request<CreateRoleRequest>,
+    ) -> std::result::Result<Response<CreateRoleResponse>, Status> {
+        self.handle_create_role(request).await
+    }
+
+    async fn update_role(
+        &self,
+        request: Request<UpdateRoleRequest>,
+    ) -> std::result::Result<Response<UpdateRoleResponse>, Status> {
+        self.handle_update_role(request).await
+    }
+
+    async fn delete_role(
+        &self,
+        request: Request<DeleteRoleRequest>,
+    ) -> std::result::Result<Response<DeleteRoleResponse>, Status> {
+        self.handle_delete_role(request).await
+    }
+
+    async fn upsert_principals(
+        &self,
+        request: Request<UpsertPrincipalsRequest>,
+    ) -> std::result::Result<Response<UpsertPrincipalsResponse>, Status> {
+        self.handle_upsert_principals(request).await
+    }
+
+    async fn get_principal(
+        &self,
+        request: Request<GetPrincipalRequest>,
+    ) -> std::result::Result<Response<GetPrincipalResponse>, Status> {
+        self.handle_get_principal(request).await
+    }
+
+    async fn list_groups_of(
+        &self,
+        request: Request<ListGroupsOfRequest>,
+    ) -> std::result::Result<Response<ListGroupsOfResponse>, Status> {
+        self.handle_list_groups_of(request).await
+    }
+
+    async fn list_group_members(
+        &self,
+        request: Request<ListGroupMembersRequest>,
+    ) -> std::result::Result<Response<ListGroupMembersResponse>, Status> {
+        self.handle_list_group_members(request).await
+    }
+
     async fn create_eligibility_schedule(
         &self,
         request: Request<CreateEligibilityScheduleRequest>,
@@ -155,6 +278,15 @@ impl AssignmentService for AssignmentApi {
         let Some(scope) = scope else {
             return Err(Status::internal("scope vanished"));
         };
+        if self
+            .store
+            .role(&req.role_id)
+            .await
+            .map_err(AssignmentError::from)?
+            .is_none()
+        {
+            return Err(AssignmentError::NotFound(format!("role {}", req.role_id)).into());
+        }
         if !self
             .holds_any(
                 &caller.subject,

@@ -1,5 +1,4 @@
-//! Schedules and windows in the assignment database. Every write and its event commit in one
-//! transaction, and every write bumps the revision readers can wait for.
+//! Schedules and activated windows.
 
 use pim_db::stmt;
 use pim_events::{NewEvent, Outbox};
@@ -7,14 +6,11 @@ use pim_proto::{
     assignment::v1::{Schedule, ScheduleCreated, ScheduleKind, Window, WindowProvisioned},
     timestamp_from_millis,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait};
+use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
+
+use super::{Store, bump_revision, placeholders};
 
 use crate::domain::access::{ActivatedWindow, Interval};
-
-#[derive(Clone)]
-pub struct Store {
-    db: DatabaseConnection,
-}
 
 /// A schedule to write.
 pub struct NewSchedule {
@@ -49,24 +45,26 @@ fn kind_text(kind: ScheduleKind) -> &'static str {
 }
 
 impl Store {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
-    }
-
-    /// Schedules of one kind for a principal and role at any of `scopes`.
+    /// Schedules of one kind held by any of `holders` (a principal and its groups) for a role at
+    /// any of `scopes`.
     pub async fn schedules(
         &self,
         kind: ScheduleKind,
-        principal: &str,
+        holders: &[String],
         role: &str,
         scopes: &[String],
     ) -> anyhow::Result<Vec<Interval>> {
+        let mut values = vec![role.into(), kind_text(kind).into()];
+        values.extend(holders.iter().cloned().map(Into::into));
         let rows = self
             .db
             .query_all_raw(stmt(
                 &self.db,
-                "SELECT id, scope, start_ms, end_ms FROM schedules WHERE principal_id = $1 AND role_id = $2 AND kind = $3",
-                [principal.into(), role.into(), kind_text(kind).into()],
+                &format!(
+                    "SELECT id, scope, start_ms, end_ms FROM schedules WHERE role_id = $1 AND kind = $2 AND principal_id IN ({})",
+                    placeholders(3, holders.len())
+                ),
+                values,
             ))
             .await?;
         rows.into_iter()
@@ -78,21 +76,27 @@ impl Store {
             .collect()
     }
 
-    /// Windows for a principal and role at any of `scopes`, each with the eligibility it came from.
+    /// Windows of `holders[0]` for a role at any of `scopes`, each with the eligibility it came
+    /// from. An eligibility held by a group counts only while the principal is still among
+    /// `holders`, that is, still an enabled member.
     pub async fn windows(
         &self,
-        principal: &str,
+        holders: &[String],
         role: &str,
         scopes: &[String],
     ) -> anyhow::Result<Vec<ActivatedWindow>> {
+        let Some(principal) = holders.first() else {
+            return Ok(Vec::new());
+        };
         let rows = self
             .db
             .query_all_raw(stmt(
                 &self.db,
-                "SELECT w.id, w.scope, w.start_ms, w.end_ms, e.id AS e_id, e.start_ms AS e_start_ms, e.end_ms AS e_end_ms \
+                "SELECT w.id, w.scope, w.start_ms, w.end_ms, e.id AS e_id, e.principal_id AS e_holder, \
+                 e.start_ms AS e_start_ms, e.end_ms AS e_end_ms \
                  FROM windows w LEFT JOIN schedules e ON e.id = w.eligibility_schedule_id AND e.kind = 'eligible' \
                  WHERE w.principal_id = $1 AND w.role_id = $2",
-                [principal.into(), role.into()],
+                [principal.clone().into(), role.into()],
             ))
             .await?;
         let mut windows = Vec::new();
@@ -101,13 +105,14 @@ impl Store {
             if !scopes.contains(&scope) {
                 continue;
             }
+            let holder: Option<String> = row.try_get("", "e_holder")?;
             let eligibility = match row.try_get::<Option<String>>("", "e_id")? {
-                Some(id) => Some(Interval {
+                Some(id) if holder.is_some_and(|h| holders.contains(&h)) => Some(Interval {
                     id,
                     start_ms: row.try_get("", "e_start_ms")?,
                     end_ms: row.try_get("", "e_end_ms")?,
                 }),
-                None => None,
+                _ => None,
             };
             windows.push(ActivatedWindow {
                 window: interval(&row)?,
@@ -247,21 +252,6 @@ impl Store {
         Ok((window, revision))
     }
 
-    pub async fn revision(&self) -> anyhow::Result<i64> {
-        let row = self
-            .db
-            .query_one_raw(stmt(
-                &self.db,
-                "SELECT value FROM revision WHERE id = 1",
-                [],
-            ))
-            .await?;
-        Ok(row
-            .map(|r| r.try_get::<i64>("", "value"))
-            .transpose()?
-            .unwrap_or(0))
-    }
-
     /// Break-glass principals get permanent, active Global Administrator at `/` on first start.
     pub async fn seed_break_glass(
         &self,
@@ -285,20 +275,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-async fn bump_revision(txn: &impl ConnectionTrait) -> anyhow::Result<i64> {
-    let row = txn
-        .query_one_raw(stmt(
-            txn,
-            "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
-            [],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<i64>("", "value"))
-        .transpose()?
-        .unwrap_or(0))
 }
 
 fn interval(row: &QueryResult) -> anyhow::Result<Interval> {

@@ -1,0 +1,145 @@
+//! Handlers of the directory: the sync's batch upsert (administrators at `/`), and lookups
+//! (the principal itself, readers, and PIM's services).
+
+use pim_grpc::{Violations, caller};
+use pim_proto::assignment::v1::{
+    GetPrincipalRequest, GetPrincipalResponse, ListGroupMembersRequest, ListGroupMembersResponse,
+    ListGroupsOfRequest, ListGroupsOfResponse, PrincipalType, UpsertPrincipalsRequest,
+    UpsertPrincipalsResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::{AssignmentApi, invalid};
+use crate::error::AssignmentError;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// The most principals and groups one sync call may carry.
+const MAX_BATCH: usize = 1000;
+
+impl AssignmentApi {
+    pub(super) async fn handle_upsert_principals(
+        &self,
+        request: Request<UpsertPrincipalsRequest>,
+    ) -> Reply<UpsertPrincipalsResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        if req.principals.len() + req.groups.len() > MAX_BATCH {
+            v.add(
+                "principals",
+                format!("a batch holds at most {MAX_BATCH} principals and groups"),
+            );
+        }
+        for (i, p) in req.principals.iter().enumerate() {
+            v.require(&format!("principals[{i}].id"), &p.id);
+            if p.r#type() == PrincipalType::Unspecified {
+                v.add(
+                    &format!("principals[{i}].type"),
+                    "must be USER, GROUP or SERVICE_PRINCIPAL",
+                );
+            }
+            if p.id.len() > 256 || p.display_name.len() > 256 || p.email.len() > 320 {
+                v.add(
+                    &format!("principals[{i}]"),
+                    "id and display_name are at most 256 characters, email 320",
+                );
+            }
+        }
+        for (i, g) in req.groups.iter().enumerate() {
+            v.require(&format!("groups[{i}].group_id"), &g.group_id);
+            if g.member_ids
+                .iter()
+                .any(|m| m.trim().is_empty() || *m == g.group_id)
+            {
+                v.add(
+                    &format!("groups[{i}].member_ids"),
+                    "must be non-empty ids other than the group's own",
+                );
+            }
+        }
+        invalid(v)?;
+        self.require_admin_at_root(
+            &caller,
+            "/pim.assignment.v1.AssignmentService/UpsertPrincipals",
+        )
+        .await?;
+        let change = self
+            .store
+            .upsert_directory(
+                &self.ctx.outbox,
+                &req.principals,
+                &req.groups,
+                &self.ctx.settings.break_glass_principals,
+                &caller.subject,
+                self.ctx.clock.now_millis(),
+            )
+            .await
+            .map_err(AssignmentError::from)?;
+        self.ctx.outbox.wake();
+        Ok(Response::new(UpsertPrincipalsResponse {
+            created: change.created,
+            updated: change.updated,
+            unchanged: change.unchanged,
+            memberships_changed: change.memberships_changed,
+            revision: change.revision,
+        }))
+    }
+
+    pub(super) async fn handle_get_principal(
+        &self,
+        request: Request<GetPrincipalRequest>,
+    ) -> Reply<GetPrincipalResponse> {
+        let caller = caller(&request)?;
+        let id = request.into_inner().principal_id;
+        let mut v = Violations::default();
+        v.require("principal_id", &id);
+        invalid(v)?;
+        self.require_directory_reader(&caller, &id).await?;
+        let principal = self
+            .store
+            .principal(&id)
+            .await
+            .map_err(AssignmentError::from)?
+            .ok_or_else(|| AssignmentError::NotFound(format!("principal {id}")))?;
+        Ok(Response::new(GetPrincipalResponse {
+            principal: Some(principal),
+        }))
+    }
+
+    pub(super) async fn handle_list_groups_of(
+        &self,
+        request: Request<ListGroupsOfRequest>,
+    ) -> Reply<ListGroupsOfResponse> {
+        let caller = caller(&request)?;
+        let id = request.into_inner().principal_id;
+        let mut v = Violations::default();
+        v.require("principal_id", &id);
+        invalid(v)?;
+        self.require_directory_reader(&caller, &id).await?;
+        let groups = self
+            .store
+            .groups_of(&id)
+            .await
+            .map_err(AssignmentError::from)?;
+        Ok(Response::new(ListGroupsOfResponse { groups }))
+    }
+
+    pub(super) async fn handle_list_group_members(
+        &self,
+        request: Request<ListGroupMembersRequest>,
+    ) -> Reply<ListGroupMembersResponse> {
+        let caller = caller(&request)?;
+        let id = request.into_inner().group_id;
+        let mut v = Violations::default();
+        v.require("group_id", &id);
+        invalid(v)?;
+        self.require_directory_reader(&caller, "").await?;
+        let members = self
+            .store
+            .members_of(&id)
+            .await
+            .map_err(AssignmentError::from)?;
+        Ok(Response::new(ListGroupMembersResponse { members }))
+    }
+}

@@ -1,0 +1,58 @@
+//! The assignment database. Every write and its event commit in one transaction, and every
+//! write bumps the revision that readers can wait for.
+
+mod directory;
+mod roles;
+mod schedules;
+
+use pim_db::stmt;
+pub use schedules::{NewSchedule, NewWindow};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    pub async fn revision(&self) -> anyhow::Result<i64> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                &self.db,
+                "SELECT value FROM revision WHERE id = 1",
+                [],
+            ))
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64>("", "value"))
+            .transpose()?
+            .unwrap_or(0))
+    }
+}
+
+async fn bump_revision(txn: &impl ConnectionTrait) -> anyhow::Result<i64> {
+    let row = txn
+        .query_one_raw(stmt(
+            txn,
+            "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
+            [],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "value"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// `$first, $first+1, …` placeholders for an `IN (…)` list of `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
