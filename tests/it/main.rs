@@ -10,5 +10,6 @@ mod directory;
 mod jwks;
 mod mtls;
 mod roles;
+mod schedules;
 mod skeleton;
 mod support;

@@ -2,6 +2,9 @@
 
 mod catalog;
 mod directory;
+mod schedules;
+
+use schedules::ScheduleOrder;
 
 use pim_auth::Caller;
 use pim_client::roles;
@@ -10,12 +13,14 @@ use pim_host::HostContext;
 use pim_proto::{
     assignment::v1::{
         CheckAccessRequest, CheckAccessResponse, CheckEligibilityRequest, CheckEligibilityResponse,
+        CreateActiveScheduleRequest, CreateActiveScheduleResponse,
         CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse, CreateRoleRequest,
         CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, GetPrincipalRequest,
         GetPrincipalResponse, GetRoleRequest, GetRoleResponse, ListGroupMembersRequest,
         ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse, ListRolesRequest,
-        ListRolesResponse, ProvisionWindowRequest, ProvisionWindowResponse, Schedule, ScheduleKind,
-        UpdateRoleRequest, UpdateRoleResponse, UpsertPrincipalsRequest, UpsertPrincipalsResponse,
+        ListRolesResponse, ProvisionWindowRequest, ProvisionWindowResponse, RemoveScheduleRequest,
+        RemoveScheduleResponse, ScheduleKind, UpdateRoleRequest, UpdateRoleResponse,
+        UpsertPrincipalsRequest, UpsertPrincipalsResponse,
         assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
     },
@@ -29,7 +34,7 @@ use crate::{
         scope::Scope,
     },
     error::{AssignmentError, InvalidInput},
-    store::{NewSchedule, NewWindow, Store},
+    store::{NewWindow, Store},
 };
 
 #[derive(Clone)]
@@ -257,93 +262,55 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<CreateEligibilityScheduleRequest>,
     ) -> std::result::Result<Response<CreateEligibilityScheduleResponse>, Status> {
-        let caller = caller(&request)?;
-        let correlation = correlation(&request);
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        v.require("principal_id", &req.principal_id);
-        v.require("role_id", &req.role_id);
-        let scope = parse_scope(&req.scope, "scope", &mut v);
-        let now = self.ctx.clock.now_millis();
-        let start_ms = req
-            .start_time
-            .as_ref()
-            .map(millis_from_timestamp)
-            .unwrap_or(now);
-        let end_ms = req.end_time.as_ref().map(millis_from_timestamp);
-        if end_ms.is_some_and(|end| end <= start_ms) {
-            v.add("end_time", "must be after start_time");
-        }
-        invalid(v)?;
-        let Some(scope) = scope else {
-            return Err(Status::internal("scope vanished"));
-        };
-        if self
-            .store
-            .role(&req.role_id)
-            .await
-            .map_err(AssignmentError::from)?
-            .is_none()
-        {
-            return Err(AssignmentError::NotFound(format!("role {}", req.role_id)).into());
-        }
-        if !self
-            .holds_any(
-                &caller.subject,
-                &[
-                    roles::GLOBAL_ADMINISTRATOR,
-                    roles::PRIVILEGED_ROLE_ADMINISTRATOR,
-                ],
-                &scope,
-            )
-            .await?
-        {
-            return Err(self
-                .deny(
-                    &caller,
-                    "/pim.assignment.v1.AssignmentService/CreateEligibilitySchedule",
-                    format!("{} may not manage assignments at {scope}", caller.subject),
-                )
-                .into());
-        }
-        let new = NewSchedule {
+        let (caller, correlation) = (caller(&request)?, correlation(&request));
+        let r = request.into_inner();
+        let order = ScheduleOrder {
             kind: ScheduleKind::Eligible,
-            principal_id: req.principal_id,
-            role_id: req.role_id,
-            scope: scope.to_string(),
-            start_ms,
-            end_ms,
-            created_by: caller.subject.clone(),
-            request_key: (!req.request_id.is_empty())
-                .then(|| format!("{}/{}", caller.subject, req.request_id)),
-            justification: req.justification,
+            request_id: r.request_id,
+            principal_id: r.principal_id,
+            role_id: r.role_id,
+            scope: r.scope,
+            start_time: r.start_time,
+            end_time: r.end_time,
+            justification: r.justification,
+            validate_only: r.validate_only,
         };
-        if req.validate_only {
-            let schedule = Schedule {
-                id: String::new(),
-                kind: ScheduleKind::Eligible.into(),
-                principal_id: new.principal_id,
-                role_id: new.role_id,
-                scope: new.scope,
-                start_time: Some(timestamp_from_millis(start_ms)),
-                end_time: end_ms.map(timestamp_from_millis),
-                created_by: new.created_by,
-            };
-            return Ok(Response::new(CreateEligibilityScheduleResponse {
-                schedule: Some(schedule),
-                revision: self.store.revision().await.map_err(AssignmentError::from)?,
-            }));
-        }
-        let (schedule, revision) = self
-            .store
-            .create_schedule(&self.ctx.outbox, new, now, &correlation)
-            .await
-            .map_err(AssignmentError::from)?;
-        self.ctx.outbox.wake();
+        let (schedule, revision) = self.create_schedule(&caller, &correlation, order).await?;
         Ok(Response::new(CreateEligibilityScheduleResponse {
             schedule: Some(schedule),
             revision,
         }))
+    }
+
+    async fn create_active_schedule(
+        &self,
+        request: Request<CreateActiveScheduleRequest>,
+    ) -> std::result::Result<Response<CreateActiveScheduleResponse>, Status> {
+        let (caller, correlation) = (caller(&request)?, correlation(&request));
+        let r = request.into_inner();
+        let order = ScheduleOrder {
+            kind: ScheduleKind::Active,
+            request_id: r.request_id,
+            principal_id: r.principal_id,
+            role_id: r.role_id,
+            scope: r.scope,
+            start_time: r.start_time,
+            end_time: r.end_time,
+            justification: r.justification,
+            validate_only: r.validate_only,
+        };
+        let (schedule, revision) = self.create_schedule(&caller, &correlation, order).await?;
+        Ok(Response::new(CreateActiveScheduleResponse {
+            schedule: Some(schedule),
+            revision,
+        }))
+    }
+
+    async fn remove_schedule(
+        &self,
+        request: Request<RemoveScheduleRequest>,
+    ) -> std::result::Result<Response<RemoveScheduleResponse>, Status> {
+        self.handle_remove_schedule(request).await
     }
 
     async fn check_eligibility(

@@ -3,14 +3,19 @@
 use pim_db::stmt;
 use pim_events::{NewEvent, Outbox};
 use pim_proto::{
-    assignment::v1::{Schedule, ScheduleCreated, ScheduleKind, Window, WindowProvisioned},
+    assignment::v1::{
+        Schedule, ScheduleCreated, ScheduleKind, ScheduleRemoved, Window, WindowProvisioned,
+    },
     timestamp_from_millis,
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
 use super::{Store, bump_revision, placeholders};
 
-use crate::domain::access::{ActivatedWindow, Interval};
+use crate::{
+    domain::access::{ActivatedWindow, Interval},
+    error::AssignmentError,
+};
 
 /// A schedule to write.
 pub struct NewSchedule {
@@ -122,13 +127,17 @@ impl Store {
         Ok(windows)
     }
 
+    /// Creates a schedule; idempotent by request key. A second live schedule of the same
+    /// principal, role, scope and kind is refused. With `write` false it answers exactly as the
+    /// real call would, and writes nothing.
     pub async fn create_schedule(
         &self,
         outbox: &Outbox,
         new: NewSchedule,
         now_ms: i64,
         correlation: &str,
-    ) -> anyhow::Result<(Schedule, i64)> {
+        write: bool,
+    ) -> Result<(Schedule, i64), AssignmentError> {
         let txn = self.db.begin().await?;
         if let Some(key) = &new.request_key
             && let Some(existing) = txn
@@ -144,7 +153,48 @@ impl Store {
             let revision = self.revision().await?;
             return Ok((schedule, revision));
         }
-        let id = uuid::Uuid::now_v7().to_string();
+        let duplicate = txn
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT id FROM schedules WHERE principal_id = $1 AND role_id = $2 AND scope = $3 AND kind = $4 \
+                 AND (end_ms IS NULL OR end_ms > $5)",
+                [
+                    new.principal_id.clone().into(),
+                    new.role_id.clone().into(),
+                    new.scope.clone().into(),
+                    kind_text(new.kind).into(),
+                    now_ms.into(),
+                ],
+            ))
+            .await?;
+        if let Some(row) = duplicate {
+            let existing: String = row.try_get("", "id")?;
+            return Err(AssignmentError::Refused {
+                reason: "DUPLICATE_SCHEDULE",
+                message: format!(
+                    "{} already holds this role at {} as schedule {existing}; update or remove it instead",
+                    new.principal_id, new.scope
+                ),
+            });
+        }
+        let id = if write {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            String::new()
+        };
+        if !write {
+            let schedule = Schedule {
+                id,
+                kind: new.kind.into(),
+                principal_id: new.principal_id,
+                role_id: new.role_id,
+                scope: new.scope,
+                start_time: Some(timestamp_from_millis(new.start_ms)),
+                end_time: new.end_ms.map(timestamp_from_millis),
+                created_by: new.created_by,
+            };
+            return Ok((schedule, self.revision().await?));
+        }
         txn.execute_raw(stmt(
             &txn,
             "INSERT INTO schedules (id, kind, principal_id, role_id, scope, start_ms, end_ms, created_by, request_key, created_at_ms) \
@@ -252,6 +302,91 @@ impl Store {
         Ok((window, revision))
     }
 
+    pub async fn schedule_by_id(&self, id: &str) -> anyhow::Result<Option<Schedule>> {
+        self.db
+            .query_one_raw(stmt(
+                &self.db,
+                "SELECT * FROM schedules WHERE id = $1",
+                [id.into()],
+            ))
+            .await?
+            .map(|row| schedule(&row))
+            .transpose()
+    }
+
+    /// Removes a schedule (adminRemove). The last enabled permanent Global Administrator at `/`
+    /// cannot be removed: the Global Administrator rows are locked first, so of two concurrent
+    /// removals of the last two, exactly one succeeds.
+    pub async fn remove_schedule(
+        &self,
+        outbox: &Outbox,
+        id: &str,
+        actor: &str,
+        justification: &str,
+        write: bool,
+    ) -> Result<i64, AssignmentError> {
+        let txn = self.db.begin().await?;
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            txn.execute_raw(stmt(
+                &txn,
+                "SELECT id FROM schedules WHERE kind = 'active' AND role_id = $1 AND scope = '/' AND end_ms IS NULL FOR UPDATE",
+                [pim_client::roles::GLOBAL_ADMINISTRATOR.into()],
+            ))
+            .await?;
+        }
+        let removed = txn
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT * FROM schedules WHERE id = $1",
+                [id.into()],
+            ))
+            .await?
+            .map(|row| schedule(&row))
+            .transpose()?
+            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {id}")))?;
+        let permanent_global_admin = removed.kind() == ScheduleKind::Active
+            && removed.role_id == pim_client::roles::GLOBAL_ADMINISTRATOR
+            && removed.scope == "/"
+            && removed.end_time.is_none();
+        txn.execute_raw(stmt(
+            &txn,
+            "DELETE FROM schedules WHERE id = $1",
+            [id.into()],
+        ))
+        .await?;
+        if permanent_global_admin
+            && super::directory::enabled_permanent_global_admins(&txn).await? == 0
+        {
+            txn.rollback().await?;
+            return Err(AssignmentError::Refused {
+                reason: "LAST_GLOBAL_ADMIN",
+                message: "this is the last enabled permanent Global Administrator at /; assign another first".into(),
+            });
+        }
+        if !write {
+            txn.rollback().await?;
+            return Ok(self.revision().await?);
+        }
+        let payload = ScheduleRemoved {
+            schedule: Some(removed),
+            justification: justification.to_owned(),
+        };
+        outbox
+            .enqueue(
+                &txn,
+                NewEvent::new(
+                    "assignment.schedule_removed",
+                    id.to_owned(),
+                    pim_proto::pack(&payload),
+                )
+                .by(actor),
+            )
+            .await?;
+        let revision = bump_revision(&txn).await?;
+        txn.commit().await?;
+        Ok(revision)
+    }
+
     /// Break-glass principals get permanent, active Global Administrator at `/` on first start.
     pub async fn seed_break_glass(
         &self,
@@ -271,7 +406,7 @@ impl Store {
                 request_key: Some(format!("break-glass/{principal}")),
                 justification: "break-glass principal from configuration".to_owned(),
             };
-            self.create_schedule(outbox, new, now_ms, "").await?;
+            self.create_schedule(outbox, new, now_ms, "", true).await?;
         }
         Ok(())
     }

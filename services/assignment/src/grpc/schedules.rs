@@ -1,0 +1,173 @@
+//! Handlers of schedule administration (Graph's adminAssign and adminRemove), for both kinds.
+
+use pim_auth::Caller;
+use pim_client::roles;
+use pim_grpc::{Violations, caller};
+use pim_proto::{
+    Timestamp,
+    assignment::v1::{
+        PrincipalType, RemoveScheduleRequest, RemoveScheduleResponse, Schedule, ScheduleKind,
+    },
+    millis_from_timestamp,
+};
+use tonic::{Request, Response, Status};
+
+use super::{AssignmentApi, Result, invalid, parse_scope};
+use crate::{domain::scope::Scope, error::AssignmentError, store::NewSchedule};
+
+/// The shortest schedule PIM writes.
+const MIN_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// A request to create a schedule of either kind.
+pub(super) struct ScheduleOrder {
+    pub kind: ScheduleKind,
+    pub request_id: String,
+    pub principal_id: String,
+    pub role_id: String,
+    pub scope: String,
+    pub start_time: Option<Timestamp>,
+    pub end_time: Option<Timestamp>,
+    pub justification: String,
+    pub validate_only: bool,
+}
+
+impl AssignmentApi {
+    /// Global Administrator or Privileged Role Administrator at `scope` or an ancestor, or a
+    /// recorded refusal.
+    async fn require_admin_at(&self, caller: &Caller, scope: &Scope, method: &str) -> Result<()> {
+        if self
+            .holds_any(
+                &caller.subject,
+                &[
+                    roles::GLOBAL_ADMINISTRATOR,
+                    roles::PRIVILEGED_ROLE_ADMINISTRATOR,
+                ],
+                scope,
+            )
+            .await?
+        {
+            return Ok(());
+        }
+        Err(self.deny(
+            caller,
+            method,
+            format!("{} may not manage assignments at {scope}", caller.subject),
+        ))
+    }
+
+    pub(super) async fn create_schedule(
+        &self,
+        caller: &Caller,
+        correlation: &str,
+        order: ScheduleOrder,
+    ) -> Result<(Schedule, i64)> {
+        let mut v = Violations::default();
+        v.require("principal_id", &order.principal_id);
+        v.require("role_id", &order.role_id);
+        let scope = parse_scope(&order.scope, "scope", &mut v);
+        let now = self.ctx.clock.now_millis();
+        let start_ms = order
+            .start_time
+            .as_ref()
+            .map(millis_from_timestamp)
+            .unwrap_or(now);
+        let end_ms = order.end_time.as_ref().map(millis_from_timestamp);
+        match end_ms {
+            Some(end) if end <= start_ms => v.add("end_time", "must be after start_time"),
+            Some(end) if end - start_ms < MIN_WINDOW_MS => {
+                v.add("end_time", "a schedule lasts at least 5 minutes")
+            }
+            Some(end) if end <= now => v.add("end_time", "must be in the future"),
+            _ => {}
+        }
+        if order.justification.len() > 500 {
+            v.add("justification", "must be at most 500 characters");
+        }
+        invalid(v)?;
+        let scope = scope.ok_or_else(|| {
+            AssignmentError::Internal(anyhow::anyhow!("scope parsed without a violation"))
+        })?;
+        let method = match order.kind {
+            ScheduleKind::Active => "/pim.assignment.v1.AssignmentService/CreateActiveSchedule",
+            _ => "/pim.assignment.v1.AssignmentService/CreateEligibilitySchedule",
+        };
+        self.require_admin_at(caller, &scope, method).await?;
+        if self.store.role(&order.role_id).await?.is_none() {
+            return Err(AssignmentError::NotFound(format!("role {}", order.role_id)));
+        }
+        if order.kind == ScheduleKind::Eligible
+            && self
+                .store
+                .principal(&order.principal_id)
+                .await?
+                .is_some_and(|p| p.r#type() == PrincipalType::ServicePrincipal)
+        {
+            return Err(AssignmentError::Refused {
+                reason: "SERVICE_PRINCIPAL_ACTIVE_ONLY",
+                message: "a service principal may hold active assignments only, not eligibility"
+                    .into(),
+            });
+        }
+        let new = NewSchedule {
+            kind: order.kind,
+            principal_id: order.principal_id,
+            role_id: order.role_id,
+            scope: scope.to_string(),
+            start_ms,
+            end_ms,
+            created_by: caller.subject.clone(),
+            request_key: (!order.request_id.is_empty())
+                .then(|| format!("{}/{}", caller.subject, order.request_id)),
+            justification: order.justification,
+        };
+        let created = self
+            .store
+            .create_schedule(
+                &self.ctx.outbox,
+                new,
+                now,
+                correlation,
+                !order.validate_only,
+            )
+            .await?;
+        self.ctx.outbox.wake();
+        Ok(created)
+    }
+
+    pub(super) async fn handle_remove_schedule(
+        &self,
+        request: Request<RemoveScheduleRequest>,
+    ) -> std::result::Result<Response<RemoveScheduleResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.require("schedule_id", &req.schedule_id);
+        invalid(v)?;
+        let schedule = self
+            .store
+            .schedule_by_id(&req.schedule_id)
+            .await
+            .map_err(AssignmentError::from)?
+            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {}", req.schedule_id)))?;
+        let scope = Scope::parse(&schedule.scope)
+            .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
+        self.require_admin_at(
+            &caller,
+            &scope,
+            "/pim.assignment.v1.AssignmentService/RemoveSchedule",
+        )
+        .await?;
+        let revision = self
+            .store
+            .remove_schedule(
+                &self.ctx.outbox,
+                &req.schedule_id,
+                &caller.subject,
+                &req.justification,
+                !req.validate_only,
+            )
+            .await?;
+        self.ctx.outbox.wake();
+        Ok(Response::new(RemoveScheduleResponse { revision }))
+    }
+}
