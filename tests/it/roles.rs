@@ -11,15 +11,7 @@ use pim_testkit::{ADMIN, Harness};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::bad_input::count;
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
+use crate::{bad_input::count, support::reason};
 
 fn custom(name: &str) -> Role {
     Role {

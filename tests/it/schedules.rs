@@ -14,20 +14,11 @@ use pim_proto::{
 use pim_testkit::{ADMIN, Harness};
 use sea_orm::ConnectionTrait as _;
 use tonic::Code;
-use tonic_types::StatusExt as _;
 
 use crate::{
     bad_input::count,
-    support::{ROLE, SCOPE, activate, check_access, make_eligible},
+    support::{ROLE, SCOPE, activate, check_access, make_eligible, reason},
 };
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
 
 async fn schedule_id_of(h: &Harness, principal: &str) -> anyhow::Result<String> {
     let db = h.service(ServiceName::Assignment).db();
@@ -62,8 +53,20 @@ async fn of_two_concurrent_removals_of_the_last_two_global_administrators_exactl
         .schedule
         .unwrap();
     let first = schedule_id_of(&h, ADMIN).await?;
+    // The remover's own authority must not hang on the schedules it removes.
+    admin
+        .assignment()
+        .create_active_schedule(CreateActiveScheduleRequest {
+            request_id: "pra".into(),
+            principal_id: "pra".into(),
+            role_id: roles::PRIVILEGED_ROLE_ADMINISTRATOR.into(),
+            scope: "/".into(),
+            ..Default::default()
+        })
+        .await?;
+    let remover = h.client(ServiceName::Assignment, &h.mfa_token("pra"));
     let remove = |id: String| {
-        let mut client = admin.assignment();
+        let mut client = remover.assignment();
         async move {
             client
                 .remove_schedule(RemoveScheduleRequest {

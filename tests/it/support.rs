@@ -109,3 +109,13 @@ pub async fn await_audited(
     })
     .await
 }
+
+/// The stable `ErrorInfo.reason` of a refusal, or empty.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}

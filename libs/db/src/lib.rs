@@ -61,6 +61,41 @@ pub async fn connect(url: &str, pool: PoolSize) -> anyhow::Result<DatabaseConnec
         .with_context(|| format!("connecting to {}", redact(url)))
 }
 
+/// A migration written as SQL, with a variant per backend where they differ.
+pub struct SqlMigration {
+    pub name: &'static str,
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
+    pub down: &'static str,
+}
+
+impl sea_orm_migration::MigrationName for SqlMigration {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl sea_orm_migration::MigrationTrait for SqlMigration {
+    async fn up(&self, manager: &sea_orm_migration::SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        let sql = match db.get_database_backend() {
+            DatabaseBackend::Sqlite => self.sqlite,
+            _ => self.postgres,
+        };
+        db.execute_unprepared(sql).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &sea_orm_migration::SchemaManager) -> Result<(), sea_orm::DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(self.down)
+            .await?;
+        Ok(())
+    }
+}
+
 /// Applies every pending migration of `M`.
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> anyhow::Result<()> {
     M::up(db, None).await.context("running migrations")

@@ -25,7 +25,7 @@ mod security;
 pub use envelope::{NewEvent, stream_key};
 pub use gaps::GapFiller;
 pub use inbox::{Applied, BatchFailed, EventHandler, HandlerFuture, Inbox};
-pub use migration::EventTablesMigration;
+pub use migration::EVENT_TABLES;
 pub use outbox::Outbox;
 pub use redis_bus::{ConsumerOptions, RedisConsumer, RedisPublisher, dead_letter_key};
 pub use relay::{Publisher, Relay, RelayOptions};

@@ -1,17 +1,20 @@
 //! The tables every context carries for the event bus: its outbox and relay state as a
 //! producer, and its inbox and per-producer progress as a consumer.
 
-use sea_orm::{ConnectionTrait, DatabaseBackend};
-use sea_orm_migration::{DbErr, MigrationName, MigrationTrait, SchemaManager, async_trait};
+//!
+//! The relay publishes strictly in sequence order, so "published" is one number per producer
+//! (`relay_state.published_sequence`), not a flag on every row: a published event costs the
+//! outbox one insert and one update.
+
+use pim_db::SqlMigration;
 
 /// Include it in every service's migrator.
-pub struct EventTablesMigration;
-
-impl MigrationName for EventTablesMigration {
-    fn name(&self) -> &str {
-        "m0001_event_bus"
-    }
-}
+pub const EVENT_TABLES: SqlMigration = SqlMigration {
+    name: "m0001_event_bus",
+    postgres: POSTGRES,
+    sqlite: SQLITE,
+    down: "DROP TABLE consumer_progress; DROP TABLE inbox; DROP TABLE relay_state; DROP TABLE outbox;",
+};
 
 const POSTGRES: &str = r#"
 CREATE TABLE outbox (
@@ -70,24 +73,3 @@ CREATE TABLE consumer_progress (
     contiguous_sequence BIGINT NOT NULL
 );
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for EventTablesMigration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        let sql = match db.get_database_backend() {
-            DatabaseBackend::Sqlite => SQLITE,
-            _ => POSTGRES,
-        };
-        db.execute_unprepared(sql).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE consumer_progress; DROP TABLE inbox; DROP TABLE relay_state; DROP TABLE outbox;")
-            .await?;
-        Ok(())
-    }
-}

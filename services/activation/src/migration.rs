@@ -1,29 +1,26 @@
 //! The activation context's tables.
 
-use pim_events::EventTablesMigration;
-use sea_orm::ConnectionTrait;
-use sea_orm_migration::{
-    DbErr, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait,
-};
+use pim_db::SqlMigration;
+use pim_events::EVENT_TABLES;
+use sea_orm_migration::{MigrationTrait, MigratorTrait, async_trait};
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(EventTablesMigration), Box::new(Requests)]
+        vec![Box::new(EVENT_TABLES), Box::new(REQUESTS)]
     }
 }
 
-struct Requests;
+const REQUESTS: SqlMigration = SqlMigration {
+    name: "m0002_activation_requests",
+    postgres: REQUESTS_SQL,
+    sqlite: REQUESTS_SQL,
+    down: "DROP TABLE requests;",
+};
 
-impl MigrationName for Requests {
-    fn name(&self) -> &str {
-        "m0002_activation_requests"
-    }
-}
-
-const SQL: &str = r#"
+const REQUESTS_SQL: &str = r#"
 CREATE TABLE requests (
     id TEXT PRIMARY KEY,
     principal_id TEXT NOT NULL,
@@ -42,19 +39,3 @@ CREATE TABLE requests (
     UNIQUE (principal_id, client_request_id)
 );
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Requests {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(SQL).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE requests;")
-            .await?;
-        Ok(())
-    }
-}

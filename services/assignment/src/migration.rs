@@ -1,10 +1,9 @@
-//! The assignment context's tables.
+//! The assignment context's tables. Instants are milliseconds since the epoch: exact, and
+//! identical on PostgreSQL and SQLite.
 
-use pim_events::EventTablesMigration;
-use sea_orm::ConnectionTrait;
-use sea_orm_migration::{
-    DbErr, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait,
-};
+use pim_db::SqlMigration;
+use pim_events::EVENT_TABLES;
+use sea_orm_migration::{MigrationTrait, MigratorTrait, async_trait};
 
 pub struct Migrator;
 
@@ -12,23 +11,21 @@ pub struct Migrator;
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
-            Box::new(EventTablesMigration),
-            Box::new(Schedules),
-            Box::new(Directory),
+            Box::new(EVENT_TABLES),
+            Box::new(SCHEDULES),
+            Box::new(DIRECTORY),
         ]
     }
 }
 
-struct Schedules;
+const SCHEDULES: SqlMigration = SqlMigration {
+    name: "m0002_assignment_schedules",
+    postgres: SCHEDULES_SQL,
+    sqlite: SCHEDULES_SQL,
+    down: "DROP TABLE revision; DROP TABLE windows; DROP TABLE schedules;",
+};
 
-impl MigrationName for Schedules {
-    fn name(&self) -> &str {
-        "m0002_assignment_schedules"
-    }
-}
-
-// Instants are milliseconds since the epoch: exact, and identical on PostgreSQL and SQLite.
-const SQL: &str = r#"
+const SCHEDULES_SQL: &str = r#"
 CREATE TABLE schedules (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -61,29 +58,12 @@ CREATE TABLE revision (
 INSERT INTO revision (id, value) VALUES (1, 0);
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Schedules {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(SQL).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE revision; DROP TABLE windows; DROP TABLE schedules;")
-            .await?;
-        Ok(())
-    }
-}
-
-struct Directory;
-
-impl MigrationName for Directory {
-    fn name(&self) -> &str {
-        "m0003_roles_and_directory"
-    }
-}
+const DIRECTORY: SqlMigration = SqlMigration {
+    name: "m0003_roles_and_directory",
+    postgres: DIRECTORY_SQL,
+    sqlite: DIRECTORY_SQL,
+    down: "DROP TABLE group_members; DROP TABLE principals; DROP TABLE roles;",
+};
 
 const DIRECTORY_SQL: &str = r#"
 CREATE TABLE roles (
@@ -113,24 +93,3 @@ CREATE TABLE group_members (
 );
 CREATE INDEX group_members_member ON group_members (member_id);
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Directory {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(DIRECTORY_SQL)
-            .await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "DROP TABLE group_members; DROP TABLE principals; DROP TABLE roles;",
-            )
-            .await?;
-        Ok(())
-    }
-}

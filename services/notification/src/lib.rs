@@ -3,7 +3,7 @@
 //! relay, `EventReplayService`, health and reflection.
 
 use pim_config::ServiceName;
-use pim_events::EventTablesMigration;
+use pim_events::EVENT_TABLES;
 use pim_host::{Built, ContextService, HostContext};
 use sea_orm_migration::{MigrationTrait, MigratorTrait, async_trait};
 use tonic::service::RoutesBuilder;
@@ -13,7 +13,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(EventTablesMigration)]
+        vec![Box::new(EVENT_TABLES)]
     }
 }
 
