@@ -39,7 +39,7 @@ fn fault_options(redis: &RedisServer) -> HarnessOptions {
 async fn await_health(h: &Harness, wanted: ServingStatus) -> anyhow::Result<()> {
     let channel =
         pim_client::channel(h.url(ServiceName::Assignment), Duration::from_secs(5), None)?;
-    h.eventually(Duration::from_secs(15), || {
+    h.eventually(Duration::from_secs(30), || {
         let mut health = HealthClient::new(channel.clone());
         async move {
             let status = health
@@ -69,7 +69,7 @@ async fn an_event_committed_while_redis_is_down_is_delivered_when_it_returns() -
     let mut redis = RedisServer::spawn().await?;
     let h = Harness::start_with(fault_options(&redis)).await?;
     // The break-glass seed is audited first, so the pipeline is known to work.
-    h.eventually(Duration::from_secs(15), || async {
+    h.eventually(Duration::from_secs(30), || async {
         Ok((audited_schedules(&h).await?.len() == 1).then_some(()))
     })
     .await?;
@@ -82,7 +82,7 @@ async fn an_event_committed_while_redis_is_down_is_delivered_when_it_returns() -
     await_health(&h, ServingStatus::Serving).await?;
 
     let sequences = h
-        .eventually(Duration::from_secs(20), || async {
+        .eventually(Duration::from_secs(30), || async {
             let s = audited_schedules(&h).await?;
             Ok((s.len() == 2).then_some(s))
         })
@@ -97,7 +97,7 @@ async fn after_redis_restarts_empty_the_gap_is_replayed_from_the_outbox_once() -
 {
     let mut redis = RedisServer::spawn().await?;
     let mut h = Harness::start_with(fault_options(&redis)).await?;
-    h.eventually(Duration::from_secs(15), || async {
+    h.eventually(Duration::from_secs(30), || async {
         Ok((audited_schedules(&h).await?.len() == 1).then_some(()))
     })
     .await?;
@@ -124,13 +124,13 @@ async fn after_redis_restarts_empty_the_gap_is_replayed_from_the_outbox_once() -
     make_eligible(&h, "carol", "after-restart").await?;
 
     // Sequence 4 arrives through the stream; 2 and 3 are a gap once the grace period passes.
-    h.eventually(Duration::from_secs(15), || async {
+    h.eventually(Duration::from_secs(30), || async {
         Ok(audited_schedules(&h).await?.contains(&4).then_some(()))
     })
     .await?;
     h.clock.advance(chrono::Duration::seconds(6));
     let mut sequences = h
-        .eventually(Duration::from_secs(20), || async {
+        .eventually(Duration::from_secs(30), || async {
             let s = audited_schedules(&h).await?;
             Ok((s.len() >= 4).then_some(s))
         })

@@ -13,7 +13,10 @@ use tonic_health::pb::{
 use crate::support::{ROLE, SCOPE, activate, audit_records, check_access};
 
 fn client(system: &DevSystem, service: ServiceName, principal: &str) -> anyhow::Result<PimClient> {
-    let token = system.signer.sign(&system.signer.claims(principal, 3600))?;
+    // Signed in with MFA, as the default role policy asks of activations.
+    let mut claims = system.signer.claims(principal, 3600);
+    claims.amr.push("mfa".into());
+    let token = system.signer.sign(&claims)?;
     PimClient::connect(&system.url(service), Credentials::Token(token))
 }
 

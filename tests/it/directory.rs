@@ -73,7 +73,7 @@ async fn the_sync_is_idempotent_and_a_disabled_principal_loses_access_at_once() 
 
     make_eligible(&h, "alice", "alice-eligible").await?;
     let granted = activate(
-        &h.client(ServiceName::Activation, &h.token("alice")),
+        &h.client(ServiceName::Activation, &h.mfa_token("alice")),
         "a-1",
         60,
     )
@@ -171,7 +171,7 @@ async fn a_group_member_activates_the_groups_eligibility_and_loses_it_with_the_m
 
     // Eligible through the group, alice activates; her window holds while she is a member.
     let granted = activate(
-        &h.client(ServiceName::Activation, &h.token("alice")),
+        &h.client(ServiceName::Activation, &h.mfa_token("alice")),
         "g-1",
         60,
     )
@@ -223,7 +223,7 @@ async fn a_group_holding_an_eligibility_makes_no_non_member_eligible() -> anyhow
         })
         .await?;
     let refused = activate(
-        &h.client(ServiceName::Activation, &h.token("bob")),
+        &h.client(ServiceName::Activation, &h.mfa_token("bob")),
         "b-1",
         30,
     )

@@ -20,7 +20,7 @@ async fn people_are_verified_through_the_jwks_and_services_through_their_own_key
     .await?;
     make_eligible(&h, "alice", "jwks-eligible").await?;
     let granted = activate(
-        &h.client(ServiceName::Activation, &h.token("alice")),
+        &h.client(ServiceName::Activation, &h.mfa_token("alice")),
         "jwks-1",
         30,
     )

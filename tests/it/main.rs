@@ -9,6 +9,7 @@ mod dev;
 mod directory;
 mod jwks;
 mod mtls;
+mod policies;
 mod roles;
 mod schedules;
 mod skeleton;

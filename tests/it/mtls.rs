@@ -25,7 +25,7 @@ async fn the_skeleton_runs_over_mutual_tls_and_clients_without_a_trusted_certifi
     assert!(h.url(ServiceName::Assignment).starts_with("https://"));
     make_eligible(&h, "alice", "tls-eligible").await?;
     let granted = activate(
-        &h.client(ServiceName::Activation, &h.token("alice")),
+        &h.client(ServiceName::Activation, &h.mfa_token("alice")),
         "tls-1",
         30,
     )

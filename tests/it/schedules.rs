@@ -61,6 +61,7 @@ async fn of_two_concurrent_removals_of_the_last_two_global_administrators_exactl
             principal_id: "pra".into(),
             role_id: roles::PRIVILEGED_ROLE_ADMINISTRATOR.into(),
             scope: "/".into(),
+            justification: "runs the cleanup".into(),
             ..Default::default()
         })
         .await?;
@@ -175,6 +176,7 @@ async fn duplicates_short_windows_and_eligible_service_principals_are_refused_an
             principal_id: "ci-bot".into(),
             role_id: ROLE.into(),
             scope: SCOPE.into(),
+            justification: "deploys".into(),
             ..Default::default()
         })
         .await?;
@@ -191,7 +193,7 @@ async fn removing_an_eligibility_ends_the_window_that_came_from_it_at_once() -> 
     let h = Harness::start().await?;
     make_eligible(&h, "alice", "eligible").await?;
     let granted = activate(
-        &h.client(ServiceName::Activation, &h.token("alice")),
+        &h.client(ServiceName::Activation, &h.mfa_token("alice")),
         "a-1",
         120,
     )

@@ -12,7 +12,7 @@ async fn eligible_principal_activates_access_ends_to_the_millisecond_and_audit_r
     let h = Harness::start().await?;
     make_eligible(&h, "alice", "make-alice-eligible").await?;
 
-    let alice = h.client(ServiceName::Activation, &h.token("alice"));
+    let alice = h.client(ServiceName::Activation, &h.mfa_token("alice"));
     let granted = activate(&alice, "activate-1", 60)
         .await?
         .request
@@ -80,7 +80,7 @@ async fn eligible_principal_activates_access_ends_to_the_millisecond_and_audit_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_principal_who_is_not_eligible_is_refused_and_nothing_is_written() -> anyhow::Result<()> {
     let h = Harness::start().await?;
-    let bob = h.client(ServiceName::Activation, &h.token("bob"));
+    let bob = h.client(ServiceName::Activation, &h.mfa_token("bob"));
     let refused = activate(&bob, "bob-1", 30).await.unwrap_err();
     let status = refused
         .downcast_ref::<tonic::Status>()

@@ -27,7 +27,7 @@ async fn one_trace_spans_the_activation_rpc_its_assignment_calls_and_the_audit_c
     })?;
     let h = Harness::start().await?;
     support::make_eligible(&h, "alice", "trace-eligible").await?;
-    let alice = h.client(ServiceName::Activation, &h.token("alice"));
+    let alice = h.client(ServiceName::Activation, &h.mfa_token("alice"));
     let granted = support::activate(&alice, "trace-activate", 30)
         .await?
         .request

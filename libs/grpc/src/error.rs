@@ -20,6 +20,9 @@ pub enum ApiError {
         reason: &'static str,
         message: String,
     },
+    /// A role management policy rule refused it; `rule` is Graph's rule id.
+    #[error("{message}")]
+    PolicyViolation { rule: String, message: String },
     #[error("{message}")]
     PermissionDenied {
         reason: &'static str,
@@ -58,6 +61,15 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition { reason, message } => {
                 with_reason(Code::FailedPrecondition, reason, message)
             }
+            ApiError::PolicyViolation { rule, message } => Status::with_error_details(
+                Code::FailedPrecondition,
+                format!("{rule}: {message}"),
+                ErrorDetails::with_error_info(
+                    "POLICY_VIOLATION",
+                    ERROR_DOMAIN,
+                    HashMap::from([("rule".to_owned(), rule)]),
+                ),
+            ),
             ApiError::PermissionDenied { reason, message } => {
                 with_reason(Code::PermissionDenied, reason, message)
             }

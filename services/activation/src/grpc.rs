@@ -8,7 +8,7 @@ use pim_proto::{
         ActivationRequest, GetActivationRequestRequest, GetActivationRequestResponse,
         RequestStatus, SubmitRequest, SubmitResponse, activation_service_server::ActivationService,
     },
-    assignment::v1::{CheckEligibilityRequest, ProvisionWindowRequest},
+    assignment::v1::{CheckEligibilityRequest, GetEffectivePolicyRequest, ProvisionWindowRequest},
     timestamp_from_millis,
 };
 use tonic::{Code, Request, Response, Status};
@@ -29,6 +29,28 @@ impl ActivationApi {
 
 fn internal(e: anyhow::Error) -> Status {
     ApiError::Internal(e).into()
+}
+
+fn refusal(refusal: rules::Refusal) -> Status {
+    let api = match refusal {
+        rules::Refusal::Violation { rule, message } => ApiError::PolicyViolation {
+            rule: rule.to_owned(),
+            message,
+        },
+        rules::Refusal::MfaRequired => ApiError::FailedPrecondition {
+            reason: "MFA_REQUIRED",
+            message: "activating this role needs a sign-in with MFA".into(),
+        },
+        rules::Refusal::AuthenticationContextRequired(claim) => ApiError::FailedPrecondition {
+            reason: "AUTHENTICATION_CONTEXT_REQUIRED",
+            message: format!("activating this role needs the authentication context {claim}"),
+        },
+        rules::Refusal::ApprovalRequired => ApiError::FailedPrecondition {
+            reason: "APPROVAL_REQUIRED",
+            message: "this role's policy requires approval; approval cases are not available yet, so it cannot be activated".into(),
+        },
+    };
+    api.into()
 }
 
 /// A peer's refusal keeps its code and details; a peer that is down is UNAVAILABLE.
@@ -100,6 +122,24 @@ impl ActivationService for ActivationApi {
             }
             .into());
         }
+        let policy = pim_client::retry_idempotent(|| {
+            let mut client = assignment.assignment();
+            let query = GetEffectivePolicyRequest {
+                role_id: req.role_id.clone(),
+                scope: req.scope.clone(),
+            };
+            async move { client.get_effective_policy(query).await }
+        })
+        .await
+        .map_err(from_peer)?
+        .into_inner();
+        rules::enforce(
+            &policy.rules.unwrap_or_default(),
+            &req,
+            duration_ms,
+            &caller,
+        )
+        .map_err(refusal)?;
         let now = self.ctx.clock.now_millis();
         let pending = ActivationRequest {
             id: uuid::Uuid::now_v7().to_string(),
@@ -115,6 +155,7 @@ impl ActivationService for ActivationApi {
             end_time: Some(timestamp_from_millis(now + duration_ms)),
             created_at: Some(timestamp_from_millis(now)),
             window_id: String::new(),
+            policy_version: policy.version,
         };
         if req.validate_only {
             return Ok(Response::new(SubmitResponse {

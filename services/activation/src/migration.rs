@@ -9,7 +9,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(EVENT_TABLES), Box::new(REQUESTS)]
+        vec![
+            Box::new(EVENT_TABLES),
+            Box::new(REQUESTS),
+            Box::new(POLICY_VERSION),
+        ]
     }
 }
 
@@ -39,3 +43,14 @@ CREATE TABLE requests (
     UNIQUE (principal_id, client_request_id)
 );
 "#;
+
+// Applied migrations are never edited: a change is a new migration.
+const POLICY_VERSION: SqlMigration = SqlMigration {
+    name: "m0003_request_policy_version",
+    postgres: POLICY_VERSION_SQL,
+    sqlite: POLICY_VERSION_SQL,
+    down: "ALTER TABLE requests DROP COLUMN policy_version;",
+};
+
+const POLICY_VERSION_SQL: &str =
+    "ALTER TABLE requests ADD COLUMN policy_version BIGINT NOT NULL DEFAULT 0;";

@@ -69,8 +69,8 @@ impl Store {
         txn.execute_raw(stmt(
             &txn,
             "INSERT INTO requests (id, principal_id, client_request_id, action, role_id, scope, status, justification, \
-             ticket_system, ticket_number, start_ms, end_ms, created_at_ms) \
-             VALUES ($1, $2, $3, 'self_activate', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             ticket_system, ticket_number, start_ms, end_ms, created_at_ms, policy_version) \
+             VALUES ($1, $2, $3, 'self_activate', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             [
                 request.id.clone().into(),
                 request.principal_id.clone().into(),
@@ -84,6 +84,7 @@ impl Store {
                 millis(request.start_time.as_ref()).into(),
                 millis(request.end_time.as_ref()).into(),
                 millis(request.created_at.as_ref()).into(),
+                request.policy_version.into(),
             ],
         ))
         .await?;
@@ -172,5 +173,6 @@ fn request(row: &QueryResult) -> anyhow::Result<ActivationRequest> {
         window_id: row
             .try_get::<Option<String>>("", "window_id")?
             .unwrap_or_default(),
+        policy_version: row.try_get("", "policy_version")?,
     })
 }

@@ -2,6 +2,8 @@
 
 use pim_grpc::ApiError;
 
+use crate::domain::policy::PolicyRefusal;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AssignmentError {
     #[error("{0}")]
@@ -14,6 +16,8 @@ pub enum AssignmentError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0:?}")]
+    Policy(crate::domain::policy::PolicyRefusal),
     /// A rule refused the request; `reason` is stable.
     #[error("{message}")]
     Refused {
@@ -46,6 +50,16 @@ impl From<AssignmentError> for tonic::Status {
             AssignmentError::Forbidden(message) => ApiError::PermissionDenied {
                 reason: "NOT_AUTHORIZED",
                 message,
+            },
+            AssignmentError::Policy(PolicyRefusal::Violation { rule, message }) => {
+                ApiError::PolicyViolation {
+                    rule: rule.to_owned(),
+                    message,
+                }
+            }
+            AssignmentError::Policy(PolicyRefusal::MfaRequired) => ApiError::FailedPrecondition {
+                reason: "MFA_REQUIRED",
+                message: "this assignment needs an MFA-authenticated administrator".into(),
             },
             AssignmentError::NotFound(what) => ApiError::NotFound(what),
             AssignmentError::AlreadyExists(message) => ApiError::AlreadyExists(message),

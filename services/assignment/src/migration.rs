@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(EVENT_TABLES),
             Box::new(SCHEDULES),
             Box::new(DIRECTORY),
+            Box::new(POLICIES),
         ]
     }
 }
@@ -93,3 +94,30 @@ CREATE TABLE group_members (
 );
 CREATE INDEX group_members_member ON group_members (member_id);
 "#;
+
+const POLICIES: SqlMigration = SqlMigration {
+    name: "m0004_policies",
+    postgres: r#"
+CREATE TABLE policies (
+    role_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    rules BYTEA NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (role_id, scope)
+);
+"#,
+    sqlite: r#"
+CREATE TABLE policies (
+    role_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    rules BLOB NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (role_id, scope)
+);
+"#,
+    down: "DROP TABLE policies;",
+};

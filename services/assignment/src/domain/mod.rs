@@ -1,5 +1,6 @@
 //! Rules of the assignment context, free of I/O.
 
 pub mod access;
+pub mod policy;
 pub mod roles;
 pub mod scope;

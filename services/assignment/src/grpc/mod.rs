@@ -2,6 +2,7 @@
 
 mod catalog;
 mod directory;
+mod policies;
 mod schedules;
 
 use schedules::ScheduleOrder;
@@ -15,12 +16,13 @@ use pim_proto::{
         CheckAccessRequest, CheckAccessResponse, CheckEligibilityRequest, CheckEligibilityResponse,
         CreateActiveScheduleRequest, CreateActiveScheduleResponse,
         CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse, CreateRoleRequest,
-        CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, GetPrincipalRequest,
+        CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, GetEffectivePolicyRequest,
+        GetEffectivePolicyResponse, GetPolicyRequest, GetPolicyResponse, GetPrincipalRequest,
         GetPrincipalResponse, GetRoleRequest, GetRoleResponse, ListGroupMembersRequest,
         ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse, ListRolesRequest,
         ListRolesResponse, ProvisionWindowRequest, ProvisionWindowResponse, RemoveScheduleRequest,
-        RemoveScheduleResponse, ScheduleKind, UpdateRoleRequest, UpdateRoleResponse,
-        UpsertPrincipalsRequest, UpsertPrincipalsResponse,
+        RemoveScheduleResponse, ScheduleKind, SetPolicyRequest, SetPolicyResponse,
+        UpdateRoleRequest, UpdateRoleResponse, UpsertPrincipalsRequest, UpsertPrincipalsResponse,
         assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
     },
@@ -181,6 +183,17 @@ fn parse_scope(raw: &str, field: &str, v: &mut Violations) -> Option<Scope> {
     }
 }
 
+/// Validates the (role, scope) a policy query names.
+fn validate_target_role(role: &str, scope: &str) -> Result<Scope> {
+    let mut v = Violations::default();
+    v.require("role_id", role);
+    let parsed = parse_scope(scope, "scope", &mut v);
+    invalid(v)?;
+    parsed.ok_or_else(|| {
+        AssignmentError::Internal(anyhow::anyhow!("scope parsed without a violation"))
+    })
+}
+
 /// Validates the (principal, role, scope) every query names.
 fn validate_target(principal: &str, role: &str, scope: &str) -> Result<Scope> {
     let mut v = Violations::default();
@@ -195,6 +208,27 @@ fn validate_target(principal: &str, role: &str, scope: &str) -> Result<Scope> {
 
 #[tonic::async_trait]
 impl AssignmentService for AssignmentApi {
+    async fn get_effective_policy(
+        &self,
+        request: Request<GetEffectivePolicyRequest>,
+    ) -> std::result::Result<Response<GetEffectivePolicyResponse>, Status> {
+        self.handle_get_effective_policy(request).await
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<GetPolicyRequest>,
+    ) -> std::result::Result<Response<GetPolicyResponse>, Status> {
+        self.handle_get_policy(request).await
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<SetPolicyRequest>,
+    ) -> std::result::Result<Response<SetPolicyResponse>, Status> {
+        self.handle_set_policy(request).await
+    }
+
     async fn get_role(
         &self,
         request: Request<GetRoleRequest>,

@@ -13,7 +13,11 @@ use pim_proto::{
 use tonic::{Request, Response, Status};
 
 use super::{AssignmentApi, Result, invalid, parse_scope};
-use crate::{domain::scope::Scope, error::AssignmentError, store::NewSchedule};
+use crate::{
+    domain::{policy, scope::Scope},
+    error::AssignmentError,
+    store::NewSchedule,
+};
 
 /// The shortest schedule PIM writes.
 const MIN_WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -34,7 +38,12 @@ pub(super) struct ScheduleOrder {
 impl AssignmentApi {
     /// Global Administrator or Privileged Role Administrator at `scope` or an ancestor, or a
     /// recorded refusal.
-    async fn require_admin_at(&self, caller: &Caller, scope: &Scope, method: &str) -> Result<()> {
+    pub(super) async fn require_admin_at(
+        &self,
+        caller: &Caller,
+        scope: &Scope,
+        method: &str,
+    ) -> Result<()> {
         if self
             .holds_any(
                 &caller.subject,
@@ -95,6 +104,16 @@ impl AssignmentApi {
         if self.store.role(&order.role_id).await?.is_none() {
             return Err(AssignmentError::NotFound(format!("role {}", order.role_id)));
         }
+        let effective = self.effective_policy(&order.role_id, &scope).await?;
+        policy::check_admin_schedule(
+            &effective.rules.unwrap_or_default(),
+            order.kind == ScheduleKind::Active,
+            start_ms,
+            end_ms,
+            &order.justification,
+            caller.did_mfa(),
+        )
+        .map_err(AssignmentError::Policy)?;
         if order.kind == ScheduleKind::Eligible
             && self
                 .store

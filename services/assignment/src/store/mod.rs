@@ -2,6 +2,7 @@
 //! write bumps the revision that readers can wait for.
 
 mod directory;
+mod policies;
 mod roles;
 mod schedules;
 
