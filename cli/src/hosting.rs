@@ -39,23 +39,39 @@ pub async fn migrate_service(service: ServiceName, url: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// The fingerprint of the named context's migrations (names the test templates).
+/// The fingerprint of the named context's migrations (names the test templates). It covers the
+/// migrations' names and their source text, so a migration edited in place still gets a new
+/// template instead of a stale one.
 pub fn migration_fingerprint(service: ServiceName) -> String {
-    match service {
-        ServiceName::Assignment => pim_db::migration_fingerprint::<
-            <pim_assignment::Assignment as ContextService>::Migrator,
-        >(),
-        ServiceName::Activation => pim_db::migration_fingerprint::<
-            <pim_activation::Activation as ContextService>::Migrator,
-        >(),
-        ServiceName::Approval => {
-            pim_db::migration_fingerprint::<<pim_approval::Approval as ContextService>::Migrator>()
-        }
-        ServiceName::Notification => pim_db::migration_fingerprint::<
-            <pim_notification::Notification as ContextService>::Migrator,
-        >(),
-        ServiceName::Audit => {
-            pim_db::migration_fingerprint::<<pim_audit::Audit as ContextService>::Migrator>()
-        }
-    }
+    use std::hash::{Hash as _, Hasher as _};
+    let (names, source) = match service {
+        ServiceName::Assignment => (
+            pim_db::migration_fingerprint::<<pim_assignment::Assignment as ContextService>::Migrator>(
+            ),
+            include_str!("../../services/assignment/src/migration.rs"),
+        ),
+        ServiceName::Activation => (
+            pim_db::migration_fingerprint::<<pim_activation::Activation as ContextService>::Migrator>(
+            ),
+            include_str!("../../services/activation/src/migration.rs"),
+        ),
+        ServiceName::Approval => (
+            pim_db::migration_fingerprint::<<pim_approval::Approval as ContextService>::Migrator>(),
+            include_str!("../../services/approval/src/lib.rs"),
+        ),
+        ServiceName::Notification => (
+            pim_db::migration_fingerprint::<
+                <pim_notification::Notification as ContextService>::Migrator,
+            >(),
+            include_str!("../../services/notification/src/lib.rs"),
+        ),
+        ServiceName::Audit => (
+            pim_db::migration_fingerprint::<<pim_audit::Audit as ContextService>::Migrator>(),
+            include_str!("../../services/audit/src/migration.rs"),
+        ),
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut hasher);
+    include_str!("../../libs/events/src/migration.rs").hash(&mut hasher);
+    format!("{names}{:08x}", hasher.finish() as u32)
 }

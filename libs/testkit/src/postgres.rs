@@ -104,6 +104,20 @@ async fn ensure_template(service: ServiceName, server: &str, template: &str) -> 
         )))
         .execute(&mut *lock)
         .await?;
+        // Templates of older migration sets of this service are dead weight now.
+        let stale: Vec<(String,)> = sea_orm::sqlx::query_as(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1 AND datname <> $2 AND datname NOT LIKE '%\\_building'",
+        )
+        .bind(format!("tpl\\_{service}\\_%"))
+        .bind(template)
+        .fetch_all(&mut *lock)
+        .await?;
+        for (name,) in stale {
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            if let Err(e) = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(drop)).execute(&mut *lock).await {
+                tracing::warn!(template = %name, error = %e, "dropping a stale test template failed");
+            }
+        }
         anyhow::Ok(())
     }
     .await;
