@@ -135,6 +135,7 @@ async fn missing_forged_expired_and_misdirected_tokens_are_unauthenticated() -> 
             principal_id: ADMIN.into(),
             role_id: pim_client::roles::GLOBAL_ADMINISTRATOR.into(),
             scope: "/".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -3,6 +3,7 @@
 // Tests may unwrap: a panic is a failed test with its message.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod bad_input;
 mod bus;
 mod dev;

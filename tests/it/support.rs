@@ -67,6 +67,7 @@ pub async fn check_access(
             principal_id: principal.into(),
             role_id: ROLE.into(),
             scope: scope.into(),
+            ..Default::default()
         })
         .await?
         .into_inner())

@@ -35,6 +35,7 @@ impl AuditApi {
                     principal_id: principal.to_owned(),
                     role_id: role.to_owned(),
                     scope: "/".to_owned(),
+                    ..Default::default()
                 };
                 async move { client.check_access(check).await }
             })

@@ -69,6 +69,18 @@ impl AssignmentApi {
     /// May `principal` act as `role` at `scope` now: directly, through an enabled group, or
     /// at an ancestor scope. A disabled principal may do nothing.
     async fn decide(&self, principal: &str, role: &str, scope: &Scope) -> Result<Decision> {
+        self.decide_at(principal, role, scope, self.ctx.clock.now_millis())
+            .await
+    }
+
+    /// [`Self::decide`] at an instant.
+    async fn decide_at(
+        &self,
+        principal: &str,
+        role: &str,
+        scope: &Scope,
+        at_ms: i64,
+    ) -> Result<Decision> {
         let Some(holder) = self.store.holder(principal).await? else {
             return Ok(Decision::Denied {
                 reason: "the principal is disabled in the directory",
@@ -80,7 +92,7 @@ impl AssignmentApi {
             .schedules(ScheduleKind::Active, &holder.subjects, role, &scopes)
             .await?;
         let windows = self.store.windows(&holder.subjects, role, &scopes).await?;
-        Ok(decide(&active, &windows, self.ctx.clock.now_millis()))
+        Ok(decide(&active, &windows, at_ms))
     }
 
     /// The eligibility that covers now and lasts longest, if any.
@@ -90,10 +102,21 @@ impl AssignmentApi {
         role: &str,
         scope: &Scope,
     ) -> Result<Option<Interval>> {
+        self.eligibility_at(principal, role, scope, self.ctx.clock.now_millis())
+            .await
+    }
+
+    /// [`Self::eligibility`] at an instant.
+    async fn eligibility_at(
+        &self,
+        principal: &str,
+        role: &str,
+        scope: &Scope,
+        now: i64,
+    ) -> Result<Option<Interval>> {
         let Some(holder) = self.store.holder(principal).await? else {
             return Ok(None);
         };
-        let now = self.ctx.clock.now_millis();
         let schedules = self
             .store
             .schedules(
@@ -391,18 +414,48 @@ impl AssignmentService for AssignmentApi {
                 "checking another principal's access needs the Access Checker role",
             ));
         }
-        let decision = self.decide(&req.principal_id, &req.role_id, &scope).await?;
+        let revision = self.store.revision().await.map_err(AssignmentError::from)?;
+        if req.at_least_revision > revision {
+            // One database per context: a replica that lags can only be a read replica.
+            return Err(Status::unavailable(format!(
+                "revision {} is not visible here yet (at {revision}); retry",
+                req.at_least_revision
+            )));
+        }
+        let at = req
+            .at
+            .as_ref()
+            .map(millis_from_timestamp)
+            .unwrap_or_else(|| self.ctx.clock.now_millis());
+        let decision = self
+            .decide_at(&req.principal_id, &req.role_id, &scope, at)
+            .await?;
         Ok(Response::new(match decision {
             Decision::Allowed { via, until_ms } => CheckAccessResponse {
                 allowed: true,
                 valid_until: until_ms.map(timestamp_from_millis),
                 explanation: via,
+                revision,
             },
-            Decision::Denied { reason } => CheckAccessResponse {
-                allowed: false,
-                valid_until: None,
-                explanation: reason.to_owned(),
-            },
+            Decision::Denied { reason } => {
+                // The nearest miss tells the caller what would grant access.
+                let eligible = self
+                    .eligibility_at(&req.principal_id, &req.role_id, &scope, at)
+                    .await?;
+                let explanation = match eligible {
+                    Some(schedule) => format!(
+                        "eligible but not active (eligibility_schedule:{}): activate the role",
+                        schedule.id
+                    ),
+                    None => reason.to_owned(),
+                };
+                CheckAccessResponse {
+                    allowed: false,
+                    valid_until: None,
+                    explanation,
+                    revision,
+                }
+            }
         }))
     }
 }
