@@ -8,6 +8,7 @@ mod bad_input;
 mod bus;
 mod dev;
 mod directory;
+mod holders;
 mod jwks;
 mod mtls;
 mod policies;

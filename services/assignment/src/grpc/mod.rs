@@ -2,6 +2,7 @@
 
 mod catalog;
 mod directory;
+mod holders;
 mod policies;
 mod schedules;
 
@@ -19,10 +20,12 @@ use pim_proto::{
         CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, GetEffectivePolicyRequest,
         GetEffectivePolicyResponse, GetPolicyRequest, GetPolicyResponse, GetPrincipalRequest,
         GetPrincipalResponse, GetRoleRequest, GetRoleResponse, ListGroupMembersRequest,
-        ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse, ListRolesRequest,
-        ListRolesResponse, ProvisionWindowRequest, ProvisionWindowResponse, RemoveScheduleRequest,
-        RemoveScheduleResponse, ScheduleKind, SetPolicyRequest, SetPolicyResponse,
-        UpdateRoleRequest, UpdateRoleResponse, UpsertPrincipalsRequest, UpsertPrincipalsResponse,
+        ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse,
+        ListRoleHoldersRequest, ListRoleHoldersResponse, ListRolesRequest, ListRolesResponse,
+        ListSchedulesRequest, ListSchedulesResponse, ProvisionWindowRequest,
+        ProvisionWindowResponse, RemoveScheduleRequest, RemoveScheduleResponse, ScheduleKind,
+        SetPolicyRequest, SetPolicyResponse, UpdateRoleRequest, UpdateRoleResponse,
+        UpsertPrincipalsRequest, UpsertPrincipalsResponse,
         assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
     },
@@ -231,6 +234,20 @@ fn validate_target(principal: &str, role: &str, scope: &str) -> Result<Scope> {
 
 #[tonic::async_trait]
 impl AssignmentService for AssignmentApi {
+    async fn list_schedules(
+        &self,
+        request: Request<ListSchedulesRequest>,
+    ) -> std::result::Result<Response<ListSchedulesResponse>, Status> {
+        self.handle_list_schedules(request).await
+    }
+
+    async fn list_role_holders(
+        &self,
+        request: Request<ListRoleHoldersRequest>,
+    ) -> std::result::Result<Response<ListRoleHoldersResponse>, Status> {
+        self.handle_list_role_holders(request).await
+    }
+
     async fn get_effective_policy(
         &self,
         request: Request<GetEffectivePolicyRequest>,

@@ -302,6 +302,66 @@ impl Store {
         Ok((window, revision))
     }
 
+    /// Schedules of `role` at `scopes`, of one kind or both, ordered by id after `after`.
+    pub async fn schedules_of_role(
+        &self,
+        role: &str,
+        kind: Option<ScheduleKind>,
+        scope_filter: &(dyn Fn(&str) -> bool + Sync),
+        after: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Schedule>> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                &self.db,
+                "SELECT * FROM schedules WHERE role_id = $1 AND ($2 = '' OR kind = $2) AND id > $3 ORDER BY id",
+                [
+                    role.into(),
+                    kind.map(kind_text).unwrap_or_default().into(),
+                    after.into(),
+                ],
+            ))
+            .await?;
+        let mut found = Vec::new();
+        for row in &rows {
+            let scope: String = row.try_get("", "scope")?;
+            if scope_filter(&scope) {
+                found.push(schedule(row)?);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Principals with an activated window of `role` at any of `scopes` that has not ended.
+    pub async fn window_holders(
+        &self,
+        role: &str,
+        scopes: &[String],
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<String>> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                &self.db,
+                "SELECT DISTINCT principal_id, scope FROM windows WHERE role_id = $1 AND start_ms <= $2 AND end_ms > $2",
+                [role.into(), now_ms.into()],
+            ))
+            .await?;
+        let mut holders = Vec::new();
+        for row in rows {
+            let scope: String = row.try_get("", "scope")?;
+            let principal: String = row.try_get("", "principal_id")?;
+            if scopes.contains(&scope) && !holders.contains(&principal) {
+                holders.push(principal);
+            }
+        }
+        Ok(holders)
+    }
+
     pub async fn schedule_by_id(&self, id: &str) -> anyhow::Result<Option<Schedule>> {
         self.db
             .query_one_raw(stmt(

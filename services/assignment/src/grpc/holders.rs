@@ -1,0 +1,199 @@
+//! Listing queries: a role's schedules, and who holds a role at a scope now. Peers read them by
+//! name, readers at `/` and administrators at the scope too.
+
+use pim_auth::Caller;
+use pim_client::roles;
+use pim_grpc::{Violations, caller};
+use pim_proto::{
+    assignment::v1::{
+        ListRoleHoldersRequest, ListRoleHoldersResponse, ListSchedulesRequest,
+        ListSchedulesResponse, MemberType, RoleHolder, ScheduleKind,
+    },
+    timestamp_from_millis,
+};
+use tonic::{Request, Response, Status};
+
+use super::{AssignmentApi, Result, invalid, parse_scope};
+use crate::{
+    domain::{access::Decision, scope::Scope},
+    error::AssignmentError,
+};
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+impl AssignmentApi {
+    /// PIM's services, readers at `/`, or administrators at `scope`.
+    async fn require_listing_reader(&self, caller: &Caller, scope: &Scope) -> Result<()> {
+        if caller.service().is_some() {
+            return Ok(());
+        }
+        let root = Scope::parse("/").map_err(|e| anyhow::anyhow!(e))?;
+        if self
+            .holds_any(&caller.subject, &roles::READERS, &root)
+            .await?
+            || self
+                .holds_any(
+                    &caller.subject,
+                    &[
+                        roles::GLOBAL_ADMINISTRATOR,
+                        roles::PRIVILEGED_ROLE_ADMINISTRATOR,
+                    ],
+                    scope,
+                )
+                .await?
+        {
+            return Ok(());
+        }
+        Err(AssignmentError::Forbidden(
+            "listing assignments needs a reader role at / or an administrator role at the scope"
+                .into(),
+        ))
+    }
+
+    pub(super) async fn handle_list_schedules(
+        &self,
+        request: Request<ListSchedulesRequest>,
+    ) -> Reply<ListSchedulesResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.require("role_id", &req.role_id);
+        let scope = parse_scope(&req.scope, "scope", &mut v);
+        if !(0..=500).contains(&req.page_size) {
+            v.add("page_size", "must be between 0 and 500");
+        }
+        invalid(v)?;
+        let scope = scope.ok_or_else(|| {
+            AssignmentError::Internal(anyhow::anyhow!("scope parsed without a violation"))
+        })?;
+        self.require_listing_reader(&caller, &scope).await?;
+        let limit = if req.page_size == 0 {
+            100
+        } else {
+            req.page_size as usize
+        };
+        let kind = match req.kind() {
+            ScheduleKind::Unspecified => None,
+            kind => Some(kind),
+        };
+        let root = scope.as_str().to_owned();
+        let below = if root == "/" {
+            "/".to_owned()
+        } else {
+            format!("{root}/")
+        };
+        let matches = |s: &str| s == root || (req.include_descendants && s.starts_with(&below));
+        let schedules = self
+            .store
+            .schedules_of_role(&req.role_id, kind, &matches, &req.page_token, limit)
+            .await
+            .map_err(AssignmentError::from)?;
+        let next_page_token = match schedules.last() {
+            Some(last) if schedules.len() == limit => last.id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListSchedulesResponse {
+            schedules,
+            next_page_token,
+        }))
+    }
+
+    pub(super) async fn handle_list_role_holders(
+        &self,
+        request: Request<ListRoleHoldersRequest>,
+    ) -> Reply<ListRoleHoldersResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.require("role_id", &req.role_id);
+        let scope = parse_scope(&req.scope, "scope", &mut v);
+        invalid(v)?;
+        let scope = scope.ok_or_else(|| {
+            AssignmentError::Internal(anyhow::anyhow!("scope parsed without a violation"))
+        })?;
+        self.require_listing_reader(&caller, &scope).await?;
+        let now = self.ctx.clock.now_millis();
+        let scopes = scope.with_ancestors();
+        let mut holders: Vec<RoleHolder> = Vec::new();
+        let in_scope = |s: &str| scopes.iter().any(|a| a == s);
+        let active = self
+            .store
+            .schedules_of_role(
+                &req.role_id,
+                Some(ScheduleKind::Active),
+                &in_scope,
+                "",
+                usize::MAX,
+            )
+            .await
+            .map_err(AssignmentError::from)?;
+        for schedule in active {
+            let start = schedule
+                .start_time
+                .as_ref()
+                .map(pim_proto::millis_from_timestamp)
+                .unwrap_or(0);
+            let end = schedule
+                .end_time
+                .as_ref()
+                .map(pim_proto::millis_from_timestamp);
+            if start > now || end.is_some_and(|e| e <= now) {
+                continue;
+            }
+            let members = self
+                .store
+                .members_of(&schedule.principal_id)
+                .await
+                .map_err(AssignmentError::from)?;
+            let through_group = !members.is_empty();
+            let candidates: Vec<(String, MemberType, String)> = if through_group {
+                members
+                    .into_iter()
+                    .map(|m| (m.id, MemberType::Group, schedule.principal_id.clone()))
+                    .collect()
+            } else {
+                vec![(
+                    schedule.principal_id.clone(),
+                    MemberType::Direct,
+                    String::new(),
+                )]
+            };
+            for (principal, member_type, group) in candidates {
+                // A disabled principal (or one in a disabled group) holds nothing.
+                if let Decision::Allowed { .. } = self
+                    .decide_at(&principal, &req.role_id, &scope, now)
+                    .await?
+                {
+                    holders.push(RoleHolder {
+                        principal_id: principal,
+                        member_type: member_type.into(),
+                        group_id: group,
+                        via: format!("active_schedule:{}", schedule.id),
+                        until: end.map(timestamp_from_millis),
+                    });
+                }
+            }
+        }
+        for principal in self
+            .store
+            .window_holders(&req.role_id, &scopes, now)
+            .await
+            .map_err(AssignmentError::from)?
+        {
+            if let Decision::Allowed { via, until_ms } = self
+                .decide_at(&principal, &req.role_id, &scope, now)
+                .await?
+                && via.starts_with("window:")
+            {
+                holders.push(RoleHolder {
+                    principal_id: principal,
+                    member_type: MemberType::Direct.into(),
+                    group_id: String::new(),
+                    via,
+                    until: until_ms.map(timestamp_from_millis),
+                });
+            }
+        }
+        Ok(Response::new(ListRoleHoldersResponse { holders }))
+    }
+}
