@@ -9,6 +9,7 @@ mod bus;
 mod dev;
 mod directory;
 mod holders;
+mod internal;
 mod jwks;
 mod mtls;
 mod policies;

@@ -26,10 +26,25 @@ impl ContextService for Assignment {
     type Migrator = Migrator;
 
     fn access_policy() -> AccessPolicy {
-        AccessPolicy::default().allow_services(
-            "/pim.assignment.v1.AssignmentInternalService/ProvisionWindow",
-            &["activation"],
-        )
+        // ARCHITECTURE §4: each internal command has its named callers, and nobody else.
+        AccessPolicy::default()
+            .allow_services("/pim.assignment.v1.AssignmentInternalService/", &[])
+            .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/ProvisionWindow",
+                &["activation"],
+            )
+            .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/RevokeWindow",
+                &["activation"],
+            )
+            .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/RemoveSchedule",
+                &["approval", "audit"],
+            )
+            .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/ConvertSchedule",
+                &["audit"],
+            )
     }
 
     async fn build(ctx: HostContext) -> anyhow::Result<Built> {

@@ -3,6 +3,7 @@
 mod catalog;
 mod directory;
 mod holders;
+mod internal;
 mod policies;
 mod schedules;
 
@@ -14,8 +15,10 @@ use pim_grpc::{DenialRecorder as _, Violations, caller};
 use pim_host::HostContext;
 use pim_proto::{
     assignment::v1::{
-        CheckAccessRequest, CheckAccessResponse, CheckEligibilityRequest, CheckEligibilityResponse,
-        CreateActiveScheduleRequest, CreateActiveScheduleResponse,
+        AssignmentInternalServiceRemoveScheduleRequest,
+        AssignmentInternalServiceRemoveScheduleResponse, CheckAccessRequest, CheckAccessResponse,
+        CheckEligibilityRequest, CheckEligibilityResponse, ConvertScheduleRequest,
+        ConvertScheduleResponse, CreateActiveScheduleRequest, CreateActiveScheduleResponse,
         CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse, CreateRoleRequest,
         CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, GetEffectivePolicyRequest,
         GetEffectivePolicyResponse, GetPolicyRequest, GetPolicyResponse, GetPrincipalRequest,
@@ -23,10 +26,10 @@ use pim_proto::{
         ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse,
         ListRoleHoldersRequest, ListRoleHoldersResponse, ListRolesRequest, ListRolesResponse,
         ListSchedulesRequest, ListSchedulesResponse, ProvisionWindowRequest,
-        ProvisionWindowResponse, RemoveScheduleRequest, RemoveScheduleResponse, ScheduleKind,
-        SetPolicyRequest, SetPolicyResponse, UpdateRoleRequest, UpdateRoleResponse,
-        UpsertPrincipalsRequest, UpsertPrincipalsResponse,
-        assignment_internal_service_server::AssignmentInternalService,
+        ProvisionWindowResponse, RemoveScheduleRequest, RemoveScheduleResponse,
+        RevokeWindowRequest, RevokeWindowResponse, ScheduleKind, SetPolicyRequest,
+        SetPolicyResponse, UpdateRoleRequest, UpdateRoleResponse, UpsertPrincipalsRequest,
+        UpsertPrincipalsResponse, assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
     },
     millis_from_timestamp, timestamp_from_millis,
@@ -479,6 +482,28 @@ impl AssignmentService for AssignmentApi {
 
 #[tonic::async_trait]
 impl AssignmentInternalService for AssignmentApi {
+    async fn revoke_window(
+        &self,
+        request: Request<RevokeWindowRequest>,
+    ) -> std::result::Result<Response<RevokeWindowResponse>, Status> {
+        self.handle_revoke_window(request).await
+    }
+
+    async fn remove_schedule(
+        &self,
+        request: Request<AssignmentInternalServiceRemoveScheduleRequest>,
+    ) -> std::result::Result<Response<AssignmentInternalServiceRemoveScheduleResponse>, Status>
+    {
+        self.handle_internal_remove_schedule(request).await
+    }
+
+    async fn convert_schedule(
+        &self,
+        request: Request<ConvertScheduleRequest>,
+    ) -> std::result::Result<Response<ConvertScheduleResponse>, Status> {
+        self.handle_convert_schedule(request).await
+    }
+
     async fn provision_window(
         &self,
         request: Request<ProvisionWindowRequest>,

@@ -183,6 +183,7 @@ impl AssignmentApi {
                 &req.schedule_id,
                 &caller.subject,
                 &req.justification,
+                "",
                 !req.validate_only,
             )
             .await?;

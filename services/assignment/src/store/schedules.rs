@@ -4,7 +4,8 @@ use pim_db::stmt;
 use pim_events::{NewEvent, Outbox};
 use pim_proto::{
     assignment::v1::{
-        Schedule, ScheduleCreated, ScheduleKind, ScheduleRemoved, Window, WindowProvisioned,
+        Schedule, ScheduleConverted, ScheduleCreated, ScheduleKind, ScheduleRemoved, Window,
+        WindowProvisioned, WindowRevoked,
     },
     timestamp_from_millis,
 };
@@ -383,17 +384,11 @@ impl Store {
         id: &str,
         actor: &str,
         justification: &str,
+        decision_id: &str,
         write: bool,
     ) -> Result<i64, AssignmentError> {
         let txn = self.db.begin().await?;
-        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-            txn.execute_raw(stmt(
-                &txn,
-                "SELECT id FROM schedules WHERE kind = 'active' AND role_id = $1 AND scope = '/' AND end_ms IS NULL FOR UPDATE",
-                [pim_client::roles::GLOBAL_ADMINISTRATOR.into()],
-            ))
-            .await?;
-        }
+        self.lock_global_admins(&txn).await?;
         let removed = txn
             .query_one_raw(stmt(
                 &txn,
@@ -430,6 +425,7 @@ impl Store {
         let payload = ScheduleRemoved {
             schedule: Some(removed),
             justification: justification.to_owned(),
+            decision_id: decision_id.to_owned(),
         };
         outbox
             .enqueue(
@@ -445,6 +441,169 @@ impl Store {
         let revision = bump_revision(&txn).await?;
         txn.commit().await?;
         Ok(revision)
+    }
+
+    /// Locks the Global Administrator rows, so that changes to them serialize (PostgreSQL;
+    /// SQLite has a single writer anyway).
+    async fn lock_global_admins(&self, txn: &impl ConnectionTrait) -> anyhow::Result<()> {
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            txn.execute_raw(stmt(
+                txn,
+                "SELECT id FROM schedules WHERE kind = 'active' AND role_id = $1 AND scope = '/' AND end_ms IS NULL FOR UPDATE",
+                [pim_client::roles::GLOBAL_ADMINISTRATOR.into()],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Converts a schedule to `target` kind (ConvertSchedule), keeping its window.
+    pub async fn convert_schedule(
+        &self,
+        outbox: &Outbox,
+        id: &str,
+        target: ScheduleKind,
+        actor: &str,
+        decision_id: &str,
+        now_ms: i64,
+    ) -> Result<(Schedule, i64), AssignmentError> {
+        let txn = self.db.begin().await?;
+        self.lock_global_admins(&txn).await?;
+        let current = txn
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT * FROM schedules WHERE id = $1",
+                [id.into()],
+            ))
+            .await?
+            .map(|row| schedule(&row))
+            .transpose()?
+            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {id}")))?;
+        let from = current.kind();
+        if from == target {
+            return Ok((current, self.revision().await?));
+        }
+        let duplicate = txn
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT id FROM schedules WHERE principal_id = $1 AND role_id = $2 AND scope = $3 AND kind = $4 \
+                 AND (end_ms IS NULL OR end_ms > $5)",
+                [
+                    current.principal_id.clone().into(),
+                    current.role_id.clone().into(),
+                    current.scope.clone().into(),
+                    kind_text(target).into(),
+                    now_ms.into(),
+                ],
+            ))
+            .await?;
+        if duplicate.is_some() {
+            return Err(AssignmentError::Refused {
+                reason: "DUPLICATE_SCHEDULE",
+                message: format!(
+                    "{} already holds this role at {} as {}",
+                    current.principal_id,
+                    current.scope,
+                    kind_text(target)
+                ),
+            });
+        }
+        txn.execute_raw(stmt(
+            &txn,
+            "UPDATE schedules SET kind = $1 WHERE id = $2",
+            [kind_text(target).into(), id.into()],
+        ))
+        .await?;
+        if super::directory::enabled_permanent_global_admins(&txn).await? == 0 {
+            txn.rollback().await?;
+            return Err(AssignmentError::Refused {
+                reason: "LAST_GLOBAL_ADMIN",
+                message: "this is the last enabled permanent Global Administrator at /; assign another first".into(),
+            });
+        }
+        let converted = Schedule {
+            kind: target.into(),
+            ..current
+        };
+        let payload = ScheduleConverted {
+            schedule: Some(converted.clone()),
+            from_kind: from.into(),
+            decision_id: decision_id.to_owned(),
+        };
+        outbox
+            .enqueue(
+                &txn,
+                NewEvent::new(
+                    "assignment.schedule_converted",
+                    id.to_owned(),
+                    pim_proto::pack(&payload),
+                )
+                .by(actor),
+            )
+            .await?;
+        let revision = bump_revision(&txn).await?;
+        txn.commit().await?;
+        Ok((converted, revision))
+    }
+
+    /// Ends the window of an activation request now (RevokeWindow). Idempotent: a window that
+    /// already ended is returned as it is.
+    pub async fn revoke_window(
+        &self,
+        outbox: &Outbox,
+        request_id: &str,
+        actor: &str,
+        decision_id: &str,
+        now_ms: i64,
+    ) -> Result<(Window, i64), AssignmentError> {
+        let txn = self.db.begin().await?;
+        let current = txn
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT * FROM windows WHERE request_id = $1",
+                [request_id.into()],
+            ))
+            .await?
+            .map(|row| window(&row))
+            .transpose()?
+            .ok_or_else(|| AssignmentError::NotFound(format!("window of request {request_id}")))?;
+        let end = current
+            .end_time
+            .as_ref()
+            .map(pim_proto::millis_from_timestamp)
+            .unwrap_or(0);
+        if end <= now_ms {
+            return Ok((current, self.revision().await?));
+        }
+        txn.execute_raw(stmt(
+            &txn,
+            "UPDATE windows SET end_ms = $1 WHERE request_id = $2",
+            [now_ms.into(), request_id.into()],
+        ))
+        .await?;
+        let revoked = Window {
+            end_time: Some(timestamp_from_millis(now_ms)),
+            ..current
+        };
+        let payload = WindowRevoked {
+            window: Some(revoked.clone()),
+            decision_id: decision_id.to_owned(),
+        };
+        outbox
+            .enqueue(
+                &txn,
+                NewEvent::new(
+                    "assignment.window_revoked",
+                    revoked.id.clone(),
+                    pim_proto::pack(&payload),
+                )
+                .by(actor)
+                .correlated(request_id),
+            )
+            .await?;
+        let revision = bump_revision(&txn).await?;
+        txn.commit().await?;
+        Ok((revoked, revision))
     }
 
     /// Break-glass principals get permanent, active Global Administrator at `/` on first start.
