@@ -182,6 +182,11 @@ pub const REFERENCE: &[KeyDoc] = &[
         doc: "Denials stored one by one per minute; beyond it they are counted and summarised.",
     },
     KeyDoc {
+        key: "PIM_TIMER_INTERVAL_MS",
+        default: "1000",
+        doc: "How often timers look for due announcements; what is due is judged by the clock.",
+    },
+    KeyDoc {
         key: "PIM_LOG",
         default: "info",
         doc: "Log filter (tracing EnvFilter syntax).",

@@ -176,6 +176,8 @@ pub struct Settings {
     /// Where each peer is reached, indexed like [`ServiceName::ALL`].
     pub peer_urls: Vec<(ServiceName, String)>,
     pub break_glass_principals: Vec<String>,
+    /// How often timers look for due announcements (expiry reminders, escalations).
+    pub timer_interval: Duration,
 }
 
 impl Settings {
@@ -259,6 +261,7 @@ impl Settings {
                     source.get(&peer.url_key(), default).map(|url| (peer, url))
                 })
                 .collect::<Result<_, _>>()?,
+            timer_interval: millis("PIM_TIMER_INTERVAL_MS", 1_000)?,
             break_glass_principals: source
                 .raw("PIM_BREAK_GLASS_PRINCIPALS")
                 .map(|raw| {

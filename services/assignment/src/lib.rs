@@ -6,6 +6,7 @@ mod error;
 mod grpc;
 mod migration;
 mod store;
+mod timers;
 
 use pim_config::ServiceName;
 use pim_grpc::AccessPolicy;
@@ -58,6 +59,11 @@ impl ContextService for Assignment {
             )
             .await?;
         ctx.outbox.wake();
+        tokio::spawn(timers::run(
+            store.clone(),
+            ctx.clone(),
+            ctx.settings.timer_interval,
+        ));
         let api = grpc::AssignmentApi::new(store, ctx);
         let mut routes = RoutesBuilder::default();
         routes

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(SCHEDULES),
             Box::new(DIRECTORY),
             Box::new(POLICIES),
+            Box::new(ANNOUNCEMENTS),
         ]
     }
 }
@@ -121,3 +122,22 @@ CREATE TABLE policies (
 "#,
     down: "DROP TABLE policies;",
 };
+
+/// Which expiry facts were announced for which schedule: the primary key makes each fire once,
+/// however many replicas run the timer.
+const ANNOUNCEMENTS: SqlMigration = SqlMigration {
+    name: "m0005_schedule_announcements",
+    postgres: ANNOUNCEMENTS_SQL,
+    sqlite: ANNOUNCEMENTS_SQL,
+    down: "DROP TABLE schedule_announcements;",
+};
+
+const ANNOUNCEMENTS_SQL: &str = r#"
+CREATE TABLE schedule_announcements (
+    schedule_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    announced_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (schedule_id, kind)
+);
+CREATE INDEX schedules_end ON schedules (end_ms);
+"#;

@@ -1,6 +1,7 @@
 //! The assignment database. Every write and its event commit in one transaction, and every
 //! write bumps the revision that readers can wait for.
 
+mod announcements;
 mod directory;
 mod policies;
 mod roles;

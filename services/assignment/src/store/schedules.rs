@@ -639,7 +639,7 @@ fn interval(row: &QueryResult) -> anyhow::Result<Interval> {
     })
 }
 
-fn schedule(row: &QueryResult) -> anyhow::Result<Schedule> {
+pub(super) fn schedule(row: &QueryResult) -> anyhow::Result<Schedule> {
     let kind: String = row.try_get("", "kind")?;
     Ok(Schedule {
         id: row.try_get("", "id")?,
