@@ -1,5 +1,6 @@
 //! The library behind the `pim` binary, so tests drive exactly what operators run.
 
+pub mod admin;
 pub mod bench;
 pub mod dev;
 mod hosting;

@@ -4,7 +4,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use pim_cli::dev::{self, BOOTSTRAP_ADMIN, DevOptions};
+use pim_cli::{
+    admin::{AdminCommand, Output},
+    dev::{self, BOOTSTRAP_ADMIN, DevOptions},
+};
 use pim_clock::SystemClock;
 use pim_config::{ServiceName, Settings, Source};
 use pim_host::HostDeps;
@@ -19,10 +22,26 @@ use pim_telemetry::TelemetryOptions;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The assignment service, for the people-facing commands.
+    #[arg(
+        long,
+        global = true,
+        env = "PIM_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    url: String,
+    /// Bearer token for the people-facing commands (`pim token` mints one for `pim dev`).
+    #[arg(long, global = true, env = "PIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: Output,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ask or change the assignment service: check, roles, assign, policy.
+    #[command(flatten)]
+    Admin(AdminCommand),
     /// Serve one context, configured by PIM_* environment variables.
     Serve {
         /// assignment, activation, approval, notification or audit
@@ -88,6 +107,19 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(command) => {
+            let token = cli
+                .token
+                .context("a token is needed: --token or PIM_TOKEN (for pim dev: `pim token <principal> --mfa`)")?;
+            let client =
+                pim_client::PimClient::connect(&cli.url, pim_client::Credentials::Token(token))?;
+            let now = pim_clock::Clock::now_millis(&SystemClock);
+            print!(
+                "{}",
+                pim_cli::admin::run(command, &client, cli.output, now).await?
+            );
+            Ok(())
+        }
         Command::Serve { service } => serve(service).await,
         Command::Dev {
             data_dir,

@@ -422,16 +422,17 @@ impl AssignmentService for AssignmentApi {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let scope = validate_target(&req.principal_id, &req.role_id, &req.scope)?;
-        // Anyone may check their own access; PIM's services and Access Checkers check others'.
+        // Anyone may check their own access; PIM's services, Access Checkers and the reader
+        // roles at `/` check others'.
         let root = Scope::parse("/").map_err(|_| Status::internal("root scope"))?;
+        let mut checkers = roles::READERS.to_vec();
+        checkers.extend([roles::ACCESS_CHECKER, roles::PRIVILEGED_ROLE_ADMINISTRATOR]);
         if caller.subject != req.principal_id
             && caller.service().is_none()
-            && !self
-                .holds_any(&caller.subject, &[roles::ACCESS_CHECKER], &root)
-                .await?
+            && !self.holds_any(&caller.subject, &checkers, &root).await?
         {
             return Err(Status::permission_denied(
-                "checking another principal's access needs the Access Checker role",
+                "checking another principal's access needs Access Checker or a reader role at /",
             ));
         }
         let revision = self.store.revision().await.map_err(AssignmentError::from)?;
