@@ -62,6 +62,23 @@ async fn pim_dev_serves_all_five_runs_the_skeleton_and_survives_a_restart() -> a
             .status();
         assert_eq!(status, ServingStatus::Serving, "{service}");
     }
+    // A dry run on SQLite's single connection answers without waiting on itself.
+    let dry = client(&system, ServiceName::Assignment, BOOTSTRAP_ADMIN)?
+        .assignment()
+        .create_eligibility_schedule(CreateEligibilityScheduleRequest {
+            request_id: "dev-dry".into(),
+            principal_id: "alice".into(),
+            role_id: ROLE.into(),
+            scope: SCOPE.into(),
+            validate_only: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(
+        dry.schedule.is_some_and(|s| s.id.is_empty()),
+        "a dry run writes nothing"
+    );
     client(&system, ServiceName::Assignment, BOOTSTRAP_ADMIN)?
         .assignment()
         .create_eligibility_schedule(CreateEligibilityScheduleRequest {

@@ -9,7 +9,7 @@ use pim_proto::assignment::v1::{
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, bump_revision, placeholders};
+use super::{Store, bump_revision, current_revision, placeholders};
 
 /// What a sync changed.
 #[derive(Debug, Default)]
@@ -233,7 +233,7 @@ impl Store {
         change.revision = if change.created + change.updated + change.memberships_changed > 0 {
             bump_revision(&txn).await?
         } else {
-            self.revision().await?
+            current_revision(&txn).await?
         };
         txn.commit().await?;
         Ok(change)

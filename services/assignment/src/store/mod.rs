@@ -22,19 +22,20 @@ impl Store {
     }
 
     pub async fn revision(&self) -> anyhow::Result<i64> {
-        let row = self
-            .db
-            .query_one_raw(stmt(
-                &self.db,
-                "SELECT value FROM revision WHERE id = 1",
-                [],
-            ))
-            .await?;
-        Ok(row
-            .map(|r| r.try_get::<i64>("", "value"))
-            .transpose()?
-            .unwrap_or(0))
+        current_revision(&self.db).await
     }
+}
+
+/// The revision as `conn` sees it. Inside a transaction, read it through the transaction: on
+/// SQLite (one connection) a second connection would wait for this one.
+async fn current_revision(conn: &impl ConnectionTrait) -> anyhow::Result<i64> {
+    let row = conn
+        .query_one_raw(stmt(conn, "SELECT value FROM revision WHERE id = 1", []))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "value"))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 async fn bump_revision(txn: &impl ConnectionTrait) -> anyhow::Result<i64> {

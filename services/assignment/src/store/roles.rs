@@ -5,7 +5,7 @@ use pim_events::{NewEvent, Outbox};
 use pim_proto::assignment::v1::{Role, RoleChanged};
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, bump_revision};
+use super::{Store, bump_revision, current_revision};
 use crate::{domain::roles::BUILT_IN, error::AssignmentError};
 
 type Result<T> = std::result::Result<T, AssignmentError>;
@@ -104,7 +104,7 @@ impl Store {
                 ))
                 .await?
         {
-            return Ok((role(&existing)?, self.revision().await?));
+            return Ok((role(&existing)?, current_revision(&txn).await?));
         }
         if self.name_taken(&txn, &new.display_name, "").await? {
             return Err(AssignmentError::AlreadyExists(format!(
@@ -115,7 +115,7 @@ impl Store {
         new.id = uuid::Uuid::now_v7().to_string();
         new.built_in = false;
         if !write {
-            return Ok((new, self.revision().await?));
+            return Ok((new, current_revision(&txn).await?));
         }
         txn.execute_raw(stmt(
             &txn,
@@ -161,7 +161,7 @@ impl Store {
             ..updated
         };
         if !write || updated == current {
-            return Ok((updated, self.revision().await?));
+            return Ok((updated, current_revision(&txn).await?));
         }
         txn.execute_raw(stmt(
             &txn,
@@ -207,7 +207,7 @@ impl Store {
             });
         }
         if !write {
-            return Ok(self.revision().await?);
+            return Ok(current_revision(&txn).await?);
         }
         txn.execute_raw(stmt(&txn, "DELETE FROM roles WHERE id = $1", [id.into()]))
             .await?;

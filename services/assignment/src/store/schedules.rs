@@ -11,7 +11,7 @@ use pim_proto::{
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, bump_revision, placeholders};
+use super::{Store, bump_revision, current_revision, placeholders};
 
 use crate::{
     domain::access::{ActivatedWindow, Interval},
@@ -194,7 +194,7 @@ impl Store {
                 end_time: new.end_ms.map(timestamp_from_millis),
                 created_by: new.created_by,
             };
-            return Ok((schedule, self.revision().await?));
+            return Ok((schedule, current_revision(&txn).await?));
         }
         txn.execute_raw(stmt(
             &txn,
@@ -481,7 +481,7 @@ impl Store {
             .ok_or_else(|| AssignmentError::NotFound(format!("schedule {id}")))?;
         let from = current.kind();
         if from == target {
-            return Ok((current, self.revision().await?));
+            return Ok((current, current_revision(&txn).await?));
         }
         let duplicate = txn
             .query_one_raw(stmt(
@@ -573,7 +573,7 @@ impl Store {
             .map(pim_proto::millis_from_timestamp)
             .unwrap_or(0);
         if end <= now_ms {
-            return Ok((current, self.revision().await?));
+            return Ok((current, current_revision(&txn).await?));
         }
         txn.execute_raw(stmt(
             &txn,
