@@ -151,3 +151,93 @@ async fn role_holders_include_group_members_active_assignees_and_activated_windo
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_sees_what_it_holds_directly_through_groups_and_by_activation()
+-> anyhow::Result<()> {
+    use pim_proto::assignment::v1::{AssignmentState, ListEffectiveAssignmentsRequest};
+    let h = Harness::start().await?;
+    let mut admin = h
+        .client(ServiceName::Assignment, &h.mfa_token(ADMIN))
+        .assignment();
+    admin
+        .upsert_principals(UpsertPrincipalsRequest {
+            principals: vec![Principal {
+                id: "oncall".into(),
+                r#type: PrincipalType::Group.into(),
+                enabled: true,
+                ..Default::default()
+            }],
+            groups: vec![GroupMembers {
+                group_id: "oncall".into(),
+                member_ids: vec!["alice".into()],
+            }],
+        })
+        .await?;
+    admin
+        .create_active_schedule(CreateActiveScheduleRequest {
+            request_id: "group".into(),
+            principal_id: "oncall".into(),
+            role_id: pim_client::roles::GLOBAL_READER.into(),
+            scope: "/".into(),
+            justification: "read-only duty".into(),
+            ..Default::default()
+        })
+        .await?;
+    make_eligible(&h, "alice", "alice").await?;
+    activate(
+        &h.client(ServiceName::Activation, &h.mfa_token("alice")),
+        "a",
+        30,
+    )
+    .await?;
+
+    let mine = h
+        .client(ServiceName::Assignment, &h.token("alice"))
+        .assignment()
+        .list_effective_assignments(ListEffectiveAssignmentsRequest {
+            principal_id: "alice".into(),
+        })
+        .await?
+        .into_inner()
+        .assignments;
+    let mut seen: Vec<(String, AssignmentState, MemberType)> = mine
+        .iter()
+        .map(|a| (a.role_id.clone(), a.state(), a.member_type()))
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (
+            pim_client::roles::GLOBAL_READER.to_owned(),
+            AssignmentState::Permanent,
+            MemberType::Group,
+        ),
+        (
+            ROLE.to_owned(),
+            AssignmentState::Eligible,
+            MemberType::Direct,
+        ),
+        (
+            ROLE.to_owned(),
+            AssignmentState::Activated,
+            MemberType::Direct,
+        ),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+    let status = h
+        .client(ServiceName::Assignment, &h.token("mallory"))
+        .assignment()
+        .list_effective_assignments(ListEffectiveAssignmentsRequest {
+            principal_id: "alice".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "another principal's assignments need a reader role"
+    );
+    h.stop().await;
+    Ok(())
+}

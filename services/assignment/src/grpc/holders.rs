@@ -1,4 +1,5 @@
-//! Listing queries: a role's schedules, and who holds a role at a scope now. Peers read them by
+//! Listing queries: a role's schedules, who holds a role at a scope now, and what a principal
+//! holds. Peers read them by
 //! name, readers at `/` and administrators at the scope too.
 
 use pim_auth::Caller;
@@ -6,8 +7,9 @@ use pim_client::roles;
 use pim_grpc::{Violations, caller};
 use pim_proto::{
     assignment::v1::{
-        ListRoleHoldersRequest, ListRoleHoldersResponse, ListSchedulesRequest,
-        ListSchedulesResponse, MemberType, RoleHolder, ScheduleKind,
+        AssignmentState, EffectiveAssignment, ListEffectiveAssignmentsRequest,
+        ListEffectiveAssignmentsResponse, ListRoleHoldersRequest, ListRoleHoldersResponse,
+        ListSchedulesRequest, ListSchedulesResponse, MemberType, RoleHolder, ScheduleKind,
     },
     timestamp_from_millis,
 };
@@ -95,6 +97,100 @@ impl AssignmentApi {
         Ok(Response::new(ListSchedulesResponse {
             schedules,
             next_page_token,
+        }))
+    }
+
+    pub(super) async fn handle_list_effective_assignments(
+        &self,
+        request: Request<ListEffectiveAssignmentsRequest>,
+    ) -> Reply<ListEffectiveAssignmentsResponse> {
+        let caller = caller(&request)?;
+        let principal = request.into_inner().principal_id;
+        let mut v = Violations::default();
+        v.require("principal_id", &principal);
+        invalid(v)?;
+        self.require_directory_reader(&caller, &principal).await?;
+        let now = self.ctx.clock.now_millis();
+        let Some(holder) = self
+            .store
+            .holder(&principal)
+            .await
+            .map_err(AssignmentError::from)?
+        else {
+            // A disabled principal holds nothing.
+            return Ok(Response::new(ListEffectiveAssignmentsResponse::default()));
+        };
+        let mut assignments = Vec::new();
+        for schedule in self
+            .store
+            .schedules_held_by(&holder.subjects)
+            .await
+            .map_err(AssignmentError::from)?
+        {
+            let start = schedule
+                .start_time
+                .as_ref()
+                .map(pim_proto::millis_from_timestamp)
+                .unwrap_or(0);
+            let end = schedule
+                .end_time
+                .as_ref()
+                .map(pim_proto::millis_from_timestamp);
+            if start > now || end.is_some_and(|e| e <= now) {
+                continue;
+            }
+            let state = match (schedule.kind(), end) {
+                (ScheduleKind::Eligible, _) => AssignmentState::Eligible,
+                (_, None) => AssignmentState::Permanent,
+                (_, Some(_)) => AssignmentState::TimeBound,
+            };
+            let direct = schedule.principal_id == principal;
+            assignments.push(EffectiveAssignment {
+                role_id: schedule.role_id.clone(),
+                scope: schedule.scope.clone(),
+                state: state.into(),
+                member_type: if direct {
+                    MemberType::Direct
+                } else {
+                    MemberType::Group
+                }
+                .into(),
+                group_id: if direct {
+                    String::new()
+                } else {
+                    schedule.principal_id.clone()
+                },
+                source: format!("schedule:{}", schedule.id),
+                until: schedule.end_time,
+            });
+        }
+        for window in self
+            .store
+            .windows_of(&principal)
+            .await
+            .map_err(AssignmentError::from)?
+        {
+            let scope = Scope::parse(&window.scope)
+                .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
+            // A window counts only while its eligibility holds; ask the one place that decides.
+            if let Decision::Allowed { via, until_ms } = self
+                .decide_at(&principal, &window.role_id, &scope, now)
+                .await?
+                && via == format!("window:{}", window.id)
+            {
+                assignments.push(EffectiveAssignment {
+                    role_id: window.role_id.clone(),
+                    scope: window.scope.clone(),
+                    state: AssignmentState::Activated.into(),
+                    member_type: MemberType::Direct.into(),
+                    group_id: String::new(),
+                    source: via,
+                    until: until_ms.map(timestamp_from_millis),
+                });
+            }
+        }
+        Ok(Response::new(ListEffectiveAssignmentsResponse {
+            assignments,
         }))
     }
 

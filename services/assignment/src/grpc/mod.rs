@@ -22,14 +22,15 @@ use pim_proto::{
         CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse, CreateRoleRequest,
         CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, GetEffectivePolicyRequest,
         GetEffectivePolicyResponse, GetPolicyRequest, GetPolicyResponse, GetPrincipalRequest,
-        GetPrincipalResponse, GetRoleRequest, GetRoleResponse, ListGroupMembersRequest,
-        ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse,
-        ListRoleHoldersRequest, ListRoleHoldersResponse, ListRolesRequest, ListRolesResponse,
-        ListSchedulesRequest, ListSchedulesResponse, ProvisionWindowRequest,
-        ProvisionWindowResponse, RemoveScheduleRequest, RemoveScheduleResponse,
-        RevokeWindowRequest, RevokeWindowResponse, ScheduleKind, SetPolicyRequest,
-        SetPolicyResponse, UpdateRoleRequest, UpdateRoleResponse, UpsertPrincipalsRequest,
-        UpsertPrincipalsResponse, assignment_internal_service_server::AssignmentInternalService,
+        GetPrincipalResponse, GetRoleRequest, GetRoleResponse, ListEffectiveAssignmentsRequest,
+        ListEffectiveAssignmentsResponse, ListGroupMembersRequest, ListGroupMembersResponse,
+        ListGroupsOfRequest, ListGroupsOfResponse, ListRoleHoldersRequest, ListRoleHoldersResponse,
+        ListRolesRequest, ListRolesResponse, ListSchedulesRequest, ListSchedulesResponse,
+        ProvisionWindowRequest, ProvisionWindowResponse, RemoveScheduleRequest,
+        RemoveScheduleResponse, RevokeWindowRequest, RevokeWindowResponse, ScheduleKind,
+        SetPolicyRequest, SetPolicyResponse, UpdateRoleRequest, UpdateRoleResponse,
+        UpsertPrincipalsRequest, UpsertPrincipalsResponse,
+        assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
     },
     millis_from_timestamp, timestamp_from_millis,
@@ -237,6 +238,13 @@ fn validate_target(principal: &str, role: &str, scope: &str) -> Result<Scope> {
 
 #[tonic::async_trait]
 impl AssignmentService for AssignmentApi {
+    async fn list_effective_assignments(
+        &self,
+        request: Request<ListEffectiveAssignmentsRequest>,
+    ) -> std::result::Result<Response<ListEffectiveAssignmentsResponse>, Status> {
+        self.handle_list_effective_assignments(request).await
+    }
+
     async fn list_schedules(
         &self,
         request: Request<ListSchedulesRequest>,

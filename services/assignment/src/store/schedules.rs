@@ -363,6 +363,36 @@ impl Store {
         Ok(holders)
     }
 
+    /// Every schedule held by any of `holders`, of any role.
+    pub async fn schedules_held_by(&self, holders: &[String]) -> anyhow::Result<Vec<Schedule>> {
+        let values: Vec<sea_orm::Value> = holders.iter().cloned().map(Into::into).collect();
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                &self.db,
+                &format!(
+                    "SELECT * FROM schedules WHERE principal_id IN ({}) ORDER BY role_id, scope",
+                    placeholders(1, holders.len())
+                ),
+                values,
+            ))
+            .await?;
+        rows.iter().map(schedule).collect()
+    }
+
+    /// Every window of `principal`, of any role.
+    pub async fn windows_of(&self, principal: &str) -> anyhow::Result<Vec<Window>> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                &self.db,
+                "SELECT * FROM windows WHERE principal_id = $1 ORDER BY role_id, scope",
+                [principal.into()],
+            ))
+            .await?;
+        rows.iter().map(window).collect()
+    }
+
     pub async fn schedule_by_id(&self, id: &str) -> anyhow::Result<Option<Schedule>> {
         self.db
             .query_one_raw(stmt(
