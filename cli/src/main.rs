@@ -245,7 +245,10 @@ async fn run_dev(options: DevOptions) -> anyhow::Result<()> {
         data_dir.display()
     );
     println!(
-        "Try: grpcurl -plaintext {} list\n",
+        "Try:\n  export PIM_TOKEN=<the token above> PIM_URL={}\n  cargo run -q -p pim -- roles --privileged\n  \
+         cargo run -q -p pim -- check admin \"Global Administrator\" /\n  \
+         grpcurl -plaintext {} list\n",
+        system.url(ServiceName::Assignment),
         system
             .url(ServiceName::Assignment)
             .trim_start_matches("http://")
