@@ -7,6 +7,7 @@ mod access;
 mod announcements;
 mod bad_input;
 mod bus;
+mod changes;
 mod cli;
 mod dev;
 mod directory;

@@ -71,3 +71,9 @@ impl From<AssignmentError> for tonic::Status {
         api.into()
     }
 }
+
+impl From<ApiError> for AssignmentError {
+    fn from(api: ApiError) -> Self {
+        Self::Invalid(InvalidInput(api))
+    }
+}

@@ -39,6 +39,14 @@ impl ContextService for Assignment {
                 &["activation"],
             )
             .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/ExtendSchedule",
+                &["activation"],
+            )
+            .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/RenewSchedule",
+                &["activation"],
+            )
+            .allow_services(
                 "/pim.assignment.v1.AssignmentInternalService/RemoveSchedule",
                 &["approval", "audit"],
             )

@@ -316,14 +316,12 @@ pub enum PolicyRefusal {
     MfaRequired,
 }
 
-/// The admin-side rules for a new schedule: permanence, maximum duration, justification, MFA.
-pub fn check_admin_schedule(
+/// The expiration rule for a schedule's window: permanence and maximum duration.
+pub fn check_expiration(
     rules: &PolicyRules,
     active: bool,
     start_ms: i64,
     end_ms: Option<i64>,
-    justification: &str,
-    caller_did_mfa: bool,
 ) -> Result<(), PolicyRefusal> {
     let (rule_id, expiration) = if active {
         (
@@ -338,23 +336,34 @@ pub fn check_admin_schedule(
     };
     let max_ms = millis(expiration.maximum_duration.as_ref());
     match end_ms {
-        None if !expiration.permanent_allowed => {
-            return Err(PolicyRefusal::Violation {
-                rule: rule_id,
-                message: "permanent assignments are not allowed for this role here".into(),
-            });
-        }
+        None if !expiration.permanent_allowed => Err(PolicyRefusal::Violation {
+            rule: rule_id,
+            message: "permanent assignments are not allowed for this role here".into(),
+        }),
         Some(end) if !expiration.permanent_allowed && end - start_ms > max_ms => {
-            return Err(PolicyRefusal::Violation {
+            Err(PolicyRefusal::Violation {
                 rule: rule_id,
                 message: format!(
                     "the window is longer than the maximum of {} days",
                     max_ms / 86_400_000
                 ),
-            });
+            })
         }
-        _ => {}
+        _ => Ok(()),
     }
+}
+
+/// The admin-side rules for a schedule an administrator writes: expiration, then (for active
+/// assignments) justification and MFA.
+pub fn check_admin_schedule(
+    rules: &PolicyRules,
+    active: bool,
+    start_ms: i64,
+    end_ms: Option<i64>,
+    justification: &str,
+    caller_did_mfa: bool,
+) -> Result<(), PolicyRefusal> {
+    check_expiration(rules, active, start_ms, end_ms)?;
     if active {
         let enablement = rules.admin_assignment_enablement.unwrap_or_default();
         if enablement.justification_required && justification.trim().is_empty() {

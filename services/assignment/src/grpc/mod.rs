@@ -1,6 +1,7 @@
 //! gRPC handlers: validate and convert, authorize, call the store or the domain, map the result.
 
 mod catalog;
+mod changes;
 mod directory;
 mod holders;
 mod internal;
@@ -13,6 +14,10 @@ use pim_auth::Caller;
 use pim_client::roles;
 use pim_grpc::{DenialRecorder as _, Violations, caller};
 use pim_host::HostContext;
+use pim_proto::assignment::v1::{
+    ExtendScheduleRequest, ExtendScheduleResponse, RenewScheduleRequest, RenewScheduleResponse,
+    UpdateScheduleRequest, UpdateScheduleResponse,
+};
 use pim_proto::{
     assignment::v1::{
         AssignmentInternalServiceRemoveScheduleRequest,
@@ -238,6 +243,13 @@ fn validate_target(principal: &str, role: &str, scope: &str) -> Result<Scope> {
 
 #[tonic::async_trait]
 impl AssignmentService for AssignmentApi {
+    async fn update_schedule(
+        &self,
+        request: Request<UpdateScheduleRequest>,
+    ) -> std::result::Result<Response<UpdateScheduleResponse>, Status> {
+        self.handle_update_schedule(request).await
+    }
+
     async fn list_effective_assignments(
         &self,
         request: Request<ListEffectiveAssignmentsRequest>,
@@ -491,6 +503,20 @@ impl AssignmentService for AssignmentApi {
 
 #[tonic::async_trait]
 impl AssignmentInternalService for AssignmentApi {
+    async fn extend_schedule(
+        &self,
+        request: Request<ExtendScheduleRequest>,
+    ) -> std::result::Result<Response<ExtendScheduleResponse>, Status> {
+        self.handle_extend_schedule(request).await
+    }
+
+    async fn renew_schedule(
+        &self,
+        request: Request<RenewScheduleRequest>,
+    ) -> std::result::Result<Response<RenewScheduleResponse>, Status> {
+        self.handle_renew_schedule(request).await
+    }
+
     async fn revoke_window(
         &self,
         request: Request<RevokeWindowRequest>,

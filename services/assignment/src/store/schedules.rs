@@ -4,8 +4,8 @@ use pim_db::stmt;
 use pim_events::{NewEvent, Outbox};
 use pim_proto::{
     assignment::v1::{
-        Schedule, ScheduleConverted, ScheduleCreated, ScheduleKind, ScheduleRemoved, Window,
-        WindowProvisioned, WindowRevoked,
+        Schedule, ScheduleChanged, ScheduleConverted, ScheduleCreated, ScheduleKind,
+        ScheduleRemoved, Window, WindowProvisioned, WindowRevoked,
     },
     timestamp_from_millis,
 };
@@ -471,6 +471,87 @@ impl Store {
         let revision = bump_revision(&txn).await?;
         txn.commit().await?;
         Ok(revision)
+    }
+
+    /// Writes a schedule's new window (update, extend, renew). The window was checked against
+    /// the schedule as read before; here the schedule must still be as it was, and the last
+    /// enabled permanent Global Administrator must stay permanent.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn change_schedule(
+        &self,
+        outbox: &Outbox,
+        before: &Schedule,
+        event_type: &str,
+        start_ms: i64,
+        end_ms: Option<i64>,
+        justification: &str,
+        decision_id: &str,
+        actor: &str,
+        write: bool,
+    ) -> Result<(Schedule, i64), AssignmentError> {
+        let txn = self.db.begin().await?;
+        self.lock_global_admins(&txn).await?;
+        let current = txn
+            .query_one_raw(stmt(
+                &txn,
+                "SELECT * FROM schedules WHERE id = $1",
+                [before.id.clone().into()],
+            ))
+            .await?
+            .map(|row| schedule(&row))
+            .transpose()?
+            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {}", before.id)))?;
+        if current != *before {
+            return Err(AssignmentError::Refused {
+                reason: "CONCURRENT_CHANGE",
+                message: "the schedule changed meanwhile; read it again".into(),
+            });
+        }
+        txn.execute_raw(stmt(
+            &txn,
+            "UPDATE schedules SET start_ms = $1, end_ms = $2 WHERE id = $3",
+            [start_ms.into(), end_ms.into(), before.id.clone().into()],
+        ))
+        .await?;
+        if super::directory::enabled_permanent_global_admins(&txn).await? == 0 {
+            txn.rollback().await?;
+            return Err(AssignmentError::Refused {
+                reason: "LAST_GLOBAL_ADMIN",
+                message: "this is the last enabled permanent Global Administrator at /; it stays permanent".into(),
+            });
+        }
+        let changed = Schedule {
+            start_time: Some(timestamp_from_millis(start_ms)),
+            end_time: end_ms.map(timestamp_from_millis),
+            ..current.clone()
+        };
+        if !write {
+            txn.rollback().await?;
+            return Ok((changed, self.revision().await?));
+        }
+        // Reminders may fire again for the new end.
+        txn.execute_raw(stmt(
+            &txn,
+            "DELETE FROM schedule_announcements WHERE schedule_id = $1",
+            [before.id.clone().into()],
+        ))
+        .await?;
+        let payload = ScheduleChanged {
+            schedule: Some(changed.clone()),
+            previous_start: current.start_time,
+            previous_end: current.end_time,
+            justification: justification.to_owned(),
+            decision_id: decision_id.to_owned(),
+        };
+        outbox
+            .enqueue(
+                &txn,
+                NewEvent::new(event_type, before.id.clone(), pim_proto::pack(&payload)).by(actor),
+            )
+            .await?;
+        let revision = bump_revision(&txn).await?;
+        txn.commit().await?;
+        Ok((changed, revision))
     }
 
     /// Locks the Global Administrator rows, so that changes to them serialize (PostgreSQL;
