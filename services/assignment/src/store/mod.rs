@@ -38,6 +38,18 @@ async fn current_revision(conn: &impl ConnectionTrait) -> anyhow::Result<i64> {
         .unwrap_or(0))
 }
 
+/// The end of every write: its event, the next revision, one commit.
+async fn commit_with_event(
+    txn: sea_orm::DatabaseTransaction,
+    outbox: &pim_events::Outbox,
+    event: pim_events::NewEvent,
+) -> anyhow::Result<i64> {
+    outbox.enqueue(&txn, event).await?;
+    let revision = bump_revision(&txn).await?;
+    txn.commit().await?;
+    Ok(revision)
+}
+
 async fn bump_revision(txn: &impl ConnectionTrait) -> anyhow::Result<i64> {
     let row = txn
         .query_one_raw(stmt(

@@ -11,7 +11,7 @@ use pim_proto::{
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, bump_revision, current_revision, placeholders};
+use super::{Store, commit_with_event, current_revision, placeholders};
 
 use crate::{
     domain::access::{ActivatedWindow, Interval},
@@ -233,9 +233,7 @@ impl Store {
         if !new.created_by.is_empty() {
             event = event.by(&new.created_by);
         }
-        outbox.enqueue(&txn, event).await?;
-        let revision = bump_revision(&txn).await?;
-        txn.commit().await?;
+        let revision = commit_with_event(txn, outbox, event).await?;
         Ok((schedule, revision))
     }
 
@@ -297,9 +295,7 @@ impl Store {
         )
         .by(&new.provisioned_by)
         .correlated(new.request_id);
-        outbox.enqueue(&txn, event).await?;
-        let revision = bump_revision(&txn).await?;
-        txn.commit().await?;
+        let revision = commit_with_event(txn, outbox, event).await?;
         Ok((window, revision))
     }
 
@@ -457,19 +453,17 @@ impl Store {
             justification: justification.to_owned(),
             decision_id: decision_id.to_owned(),
         };
-        outbox
-            .enqueue(
-                &txn,
-                NewEvent::new(
-                    "assignment.schedule_removed",
-                    id.to_owned(),
-                    pim_proto::pack(&payload),
-                )
-                .by(actor),
+        let revision = commit_with_event(
+            txn,
+            outbox,
+            NewEvent::new(
+                "assignment.schedule_removed",
+                id.to_owned(),
+                pim_proto::pack(&payload),
             )
-            .await?;
-        let revision = bump_revision(&txn).await?;
-        txn.commit().await?;
+            .by(actor),
+        )
+        .await?;
         Ok(revision)
     }
 
@@ -543,14 +537,12 @@ impl Store {
             justification: justification.to_owned(),
             decision_id: decision_id.to_owned(),
         };
-        outbox
-            .enqueue(
-                &txn,
-                NewEvent::new(event_type, before.id.clone(), pim_proto::pack(&payload)).by(actor),
-            )
-            .await?;
-        let revision = bump_revision(&txn).await?;
-        txn.commit().await?;
+        let revision = commit_with_event(
+            txn,
+            outbox,
+            NewEvent::new(event_type, before.id.clone(), pim_proto::pack(&payload)).by(actor),
+        )
+        .await?;
         Ok((changed, revision))
     }
 
@@ -641,19 +633,17 @@ impl Store {
             from_kind: from.into(),
             decision_id: decision_id.to_owned(),
         };
-        outbox
-            .enqueue(
-                &txn,
-                NewEvent::new(
-                    "assignment.schedule_converted",
-                    id.to_owned(),
-                    pim_proto::pack(&payload),
-                )
-                .by(actor),
+        let revision = commit_with_event(
+            txn,
+            outbox,
+            NewEvent::new(
+                "assignment.schedule_converted",
+                id.to_owned(),
+                pim_proto::pack(&payload),
             )
-            .await?;
-        let revision = bump_revision(&txn).await?;
-        txn.commit().await?;
+            .by(actor),
+        )
+        .await?;
         Ok((converted, revision))
     }
 
@@ -700,20 +690,18 @@ impl Store {
             window: Some(revoked.clone()),
             decision_id: decision_id.to_owned(),
         };
-        outbox
-            .enqueue(
-                &txn,
-                NewEvent::new(
-                    "assignment.window_revoked",
-                    revoked.id.clone(),
-                    pim_proto::pack(&payload),
-                )
-                .by(actor)
-                .correlated(request_id),
+        let revision = commit_with_event(
+            txn,
+            outbox,
+            NewEvent::new(
+                "assignment.window_revoked",
+                revoked.id.clone(),
+                pim_proto::pack(&payload),
             )
-            .await?;
-        let revision = bump_revision(&txn).await?;
-        txn.commit().await?;
+            .by(actor)
+            .correlated(request_id),
+        )
+        .await?;
         Ok((revoked, revision))
     }
 
