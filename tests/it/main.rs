@@ -5,6 +5,7 @@
 
 mod access;
 mod announcements;
+mod authorization;
 mod bad_input;
 mod bus;
 mod changes;
