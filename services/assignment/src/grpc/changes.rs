@@ -52,11 +52,7 @@ impl AssignmentApi {
             )])
             .into());
         }
-        let before = self
-            .store
-            .schedule_by_id(schedule_id)
-            .await?
-            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {schedule_id}")))?;
+        let before = self.store.schedule_by_id(schedule_id).await?;
         let scope = Scope::parse(&before.scope)
             .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
         if let Requester::Admin(caller) = &requester {

@@ -162,12 +162,7 @@ impl AssignmentApi {
         let mut v = Violations::default();
         v.require("schedule_id", &req.schedule_id);
         invalid(v)?;
-        let schedule = self
-            .store
-            .schedule_by_id(&req.schedule_id)
-            .await
-            .map_err(AssignmentError::from)?
-            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {}", req.schedule_id)))?;
+        let schedule = self.store.schedule_by_id(&req.schedule_id).await?;
         let scope = Scope::parse(&schedule.scope)
             .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
         self.require_admin_at(

@@ -389,16 +389,8 @@ impl Store {
         rows.iter().map(window).collect()
     }
 
-    pub async fn schedule_by_id(&self, id: &str) -> anyhow::Result<Option<Schedule>> {
-        self.db
-            .query_one_raw(stmt(
-                &self.db,
-                "SELECT * FROM schedules WHERE id = $1",
-                [id.into()],
-            ))
-            .await?
-            .map(|row| schedule(&row))
-            .transpose()
+    pub async fn schedule_by_id(&self, id: &str) -> Result<Schedule, AssignmentError> {
+        schedule_in(&self.db, id).await
     }
 
     /// Removes a schedule (adminRemove). The last enabled permanent Global Administrator at `/`
@@ -415,16 +407,7 @@ impl Store {
     ) -> Result<i64, AssignmentError> {
         let txn = self.db.begin().await?;
         self.lock_global_admins(&txn).await?;
-        let removed = txn
-            .query_one_raw(stmt(
-                &txn,
-                "SELECT * FROM schedules WHERE id = $1",
-                [id.into()],
-            ))
-            .await?
-            .map(|row| schedule(&row))
-            .transpose()?
-            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {id}")))?;
+        let removed = schedule_in(&txn, id).await?;
         let permanent_global_admin = removed.kind() == ScheduleKind::Active
             && removed.role_id == pim_client::roles::GLOBAL_ADMINISTRATOR
             && removed.scope == "/"
@@ -435,14 +418,12 @@ impl Store {
             [id.into()],
         ))
         .await?;
-        if permanent_global_admin
-            && super::directory::enabled_permanent_global_admins(&txn).await? == 0
-        {
-            txn.rollback().await?;
-            return Err(AssignmentError::Refused {
-                reason: "LAST_GLOBAL_ADMIN",
-                message: "this is the last enabled permanent Global Administrator at /; assign another first".into(),
-            });
+        if permanent_global_admin {
+            keep_a_global_admin(
+                &txn,
+                "this is the last enabled permanent Global Administrator at /; assign another first",
+            )
+            .await?;
         }
         if !write {
             txn.rollback().await?;
@@ -485,16 +466,7 @@ impl Store {
     ) -> Result<(Schedule, i64), AssignmentError> {
         let txn = self.db.begin().await?;
         self.lock_global_admins(&txn).await?;
-        let current = txn
-            .query_one_raw(stmt(
-                &txn,
-                "SELECT * FROM schedules WHERE id = $1",
-                [before.id.clone().into()],
-            ))
-            .await?
-            .map(|row| schedule(&row))
-            .transpose()?
-            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {}", before.id)))?;
+        let current = schedule_in(&txn, &before.id).await?;
         if current != *before {
             return Err(AssignmentError::Refused {
                 reason: "CONCURRENT_CHANGE",
@@ -507,13 +479,11 @@ impl Store {
             [start_ms.into(), end_ms.into(), before.id.clone().into()],
         ))
         .await?;
-        if super::directory::enabled_permanent_global_admins(&txn).await? == 0 {
-            txn.rollback().await?;
-            return Err(AssignmentError::Refused {
-                reason: "LAST_GLOBAL_ADMIN",
-                message: "this is the last enabled permanent Global Administrator at /; it stays permanent".into(),
-            });
-        }
+        keep_a_global_admin(
+            &txn,
+            "this is the last enabled permanent Global Administrator at /; it stays permanent",
+        )
+        .await?;
         let changed = Schedule {
             start_time: Some(timestamp_from_millis(start_ms)),
             end_time: end_ms.map(timestamp_from_millis),
@@ -572,16 +542,7 @@ impl Store {
     ) -> Result<(Schedule, i64), AssignmentError> {
         let txn = self.db.begin().await?;
         self.lock_global_admins(&txn).await?;
-        let current = txn
-            .query_one_raw(stmt(
-                &txn,
-                "SELECT * FROM schedules WHERE id = $1",
-                [id.into()],
-            ))
-            .await?
-            .map(|row| schedule(&row))
-            .transpose()?
-            .ok_or_else(|| AssignmentError::NotFound(format!("schedule {id}")))?;
+        let current = schedule_in(&txn, id).await?;
         let from = current.kind();
         if from == target {
             return Ok((current, current_revision(&txn).await?));
@@ -617,13 +578,11 @@ impl Store {
             [kind_text(target).into(), id.into()],
         ))
         .await?;
-        if super::directory::enabled_permanent_global_admins(&txn).await? == 0 {
-            txn.rollback().await?;
-            return Err(AssignmentError::Refused {
-                reason: "LAST_GLOBAL_ADMIN",
-                message: "this is the last enabled permanent Global Administrator at /; assign another first".into(),
-            });
-        }
+        keep_a_global_admin(
+            &txn,
+            "this is the last enabled permanent Global Administrator at /; assign another first",
+        )
+        .await?;
         let converted = Schedule {
             kind: target.into(),
             ..current
@@ -770,4 +729,33 @@ fn window(row: &QueryResult) -> anyhow::Result<Window> {
         start_time: Some(timestamp_from_millis(row.try_get("", "start_ms")?)),
         end_time: Some(timestamp_from_millis(row.try_get("", "end_ms")?)),
     })
+}
+
+/// A schedule read inside a transaction, or NOT_FOUND.
+async fn schedule_in(txn: &impl ConnectionTrait, id: &str) -> Result<Schedule, AssignmentError> {
+    txn.query_one_raw(stmt(
+        txn,
+        "SELECT * FROM schedules WHERE id = $1",
+        [id.into()],
+    ))
+    .await?
+    .map(|row| schedule(&row))
+    .transpose()?
+    .ok_or_else(|| AssignmentError::NotFound(format!("schedule {id}")))
+}
+
+/// Refuses with `LAST_GLOBAL_ADMIN` when the transaction's changes leave no enabled principal
+/// with permanent, active Global Administrator at `/`; the caller's transaction then rolls back
+/// as it drops.
+async fn keep_a_global_admin(
+    txn: &impl ConnectionTrait,
+    message: &str,
+) -> Result<(), AssignmentError> {
+    if super::directory::enabled_permanent_global_admins(txn).await? == 0 {
+        return Err(AssignmentError::Refused {
+            reason: "LAST_GLOBAL_ADMIN",
+            message: message.to_owned(),
+        });
+    }
+    Ok(())
 }
