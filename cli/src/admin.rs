@@ -1,6 +1,7 @@
-//! The people-facing commands: `pim check`, `pim role list`, `pim assign`, `pim policy show`.
+//! The people-facing commands: `pim check`, `pim roles`, `pim assign`, `pim policy`.
 //! Output is a readable table by default, or JSON with `--output json`. Each command renders
-//! to a string, so tests drive exactly what a person sees.
+//! to a string, so tests drive exactly what a person sees. Failed calls become sentences
+//! (`readable`), never tonic's dump of a status.
 
 use clap::{Subcommand, ValueEnum};
 use pim_client::PimClient;
@@ -9,6 +10,8 @@ use pim_proto::assignment::v1::{
     GetEffectivePolicyRequest, ListRolesRequest, Role, Schedule,
 };
 use serde_json::json;
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -55,7 +58,7 @@ pub enum AdminCommand {
     Policy { role: String, scope: String },
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -77,14 +80,75 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n") + "\n"
 }
 
-fn time(ts: Option<&pim_proto::Timestamp>) -> String {
+pub(crate) fn time(ts: Option<&pim_proto::Timestamp>) -> String {
     match ts {
         Some(ts) => pim_clock::from_millis(pim_proto::millis_from_timestamp(ts)).to_rfc3339(),
         None => "permanent".to_owned(),
     }
 }
 
-async fn roles(client: &PimClient, privileged_only: bool) -> anyhow::Result<Vec<Role>> {
+/// The `google.rpc.Code` name of a gRPC code, as services report it (`FAILED_PRECONDITION`).
+pub(crate) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The stable `ErrorInfo.reason` of a refusal (`ALREADY_DECIDED`), or empty.
+pub(crate) fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A failed call as a sentence a person can act on, instead of tonic's dump of the status: the
+/// reason and message of a refusal, the fields of bad input, what to do about a token.
+pub(crate) fn readable(status: Status) -> anyhow::Error {
+    let message = status.message();
+    let sentence = match status.code() {
+        Code::InvalidArgument => match status.get_error_details().bad_request() {
+            Some(bad) => format!(
+                "invalid input: {}",
+                bad.field_violations
+                    .iter()
+                    .map(|v| format!("{} {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            None => format!("invalid input: {message}"),
+        },
+        Code::Unauthenticated => format!(
+            "the token was not accepted ({message}); pass a valid one with --token or PIM_TOKEN"
+        ),
+        Code::Unavailable => format!("the service did not answer: {message}"),
+        Code::NotFound => message.to_owned(),
+        code => match reason(&status) {
+            reason if reason.is_empty() => format!("{}: {message}", code_name(code)),
+            reason => format!("refused ({reason}): {message}"),
+        },
+    };
+    anyhow::anyhow!(sentence)
+}
+
+pub(crate) async fn roles(client: &PimClient, privileged_only: bool) -> anyhow::Result<Vec<Role>> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -95,7 +159,8 @@ async fn roles(client: &PimClient, privileged_only: bool) -> anyhow::Result<Vec<
                 page_token,
                 privileged_only,
             })
-            .await?
+            .await
+            .map_err(readable)?
             .into_inner();
         all.extend(page.roles);
         if page.next_page_token.is_empty() {
@@ -106,13 +171,38 @@ async fn roles(client: &PimClient, privileged_only: bool) -> anyhow::Result<Vec<
 }
 
 /// A role id from an id or an exact display name (case-insensitive).
-async fn role_id(client: &PimClient, role: &str) -> anyhow::Result<String> {
-    let roles = roles(client, false).await?;
-    roles
-        .iter()
-        .find(|r| r.id == role || r.display_name.eq_ignore_ascii_case(role))
-        .map(|r| r.id.clone())
-        .ok_or_else(|| anyhow::anyhow!("no role {role:?}; `pim roles` lists them"))
+pub(crate) async fn role_id(client: &PimClient, role: &str) -> anyhow::Result<String> {
+    RoleCatalog::fetch(client).await?.id(role)
+}
+
+/// The role catalog, fetched once, for commands that name several roles or print their names.
+pub(crate) struct RoleCatalog {
+    roles: Vec<Role>,
+}
+
+impl RoleCatalog {
+    pub(crate) async fn fetch(client: &PimClient) -> anyhow::Result<Self> {
+        Ok(Self {
+            roles: roles(client, false).await?,
+        })
+    }
+
+    /// A role id from an id or an exact display name (case-insensitive).
+    pub(crate) fn id(&self, role: &str) -> anyhow::Result<String> {
+        self.roles
+            .iter()
+            .find(|r| r.id == role || r.display_name.eq_ignore_ascii_case(role))
+            .map(|r| r.id.clone())
+            .ok_or_else(|| anyhow::anyhow!("no role {role:?}; `pim roles` lists them"))
+    }
+
+    /// A role's display name, or its id when the catalog does not know it.
+    pub(crate) fn name(&self, id: &str) -> String {
+        self.roles
+            .iter()
+            .find(|r| r.id == id)
+            .map_or_else(|| id.to_owned(), |r| r.display_name.clone())
+    }
 }
 
 pub async fn run(
@@ -136,7 +226,8 @@ pub async fn run(
                     scope: scope.clone(),
                     ..Default::default()
                 })
-                .await?
+                .await
+                .map_err(readable)?
                 .into_inner();
             let until = answer
                 .valid_until
@@ -214,7 +305,8 @@ pub async fn run(
                             validate_only: dry_run,
                             ..Default::default()
                         })
-                        .await?
+                        .await
+                        .map_err(readable)?
                         .into_inner()
                         .schedule
                 }
@@ -231,7 +323,8 @@ pub async fn run(
                             validate_only: dry_run,
                             ..Default::default()
                         })
-                        .await?
+                        .await
+                        .map_err(readable)?
                         .into_inner()
                         .schedule
                 }
@@ -260,7 +353,8 @@ pub async fn run(
             let effective = client
                 .assignment()
                 .get_effective_policy(GetEffectivePolicyRequest { role_id, scope })
-                .await?
+                .await
+                .map_err(readable)?
                 .into_inner();
             let rules = effective.rules.unwrap_or_default();
             let hours = |r: &Option<pim_proto::assignment::v1::ExpirationRule>| {

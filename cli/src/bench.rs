@@ -1,7 +1,13 @@
 //! `pim bench`: throughput and p50/p99 latency of (1) the baseline, an empty unary RPC (a
-//! health check), and (2) the event pipeline: a producer transaction committing one event with
-//! `synchronous_commit` on, the relay, the Redis stream, and a consumer transaction. Both run in
-//! the same process and the same run, so the noise of the machine hits both alike.
+//! health check), and then of a suite: (2) the event pipeline, a producer transaction committing
+//! one event with `synchronous_commit` on, the relay, the Redis stream, and a consumer
+//! transaction; or (3) the approval service (`approval`); or (4) the activation service
+//! (`activation`); or (5) access reviews (`reviews`). The baseline and the suite run in the
+//! same process and the same run, so the noise of the machine hits both alike.
+
+mod activation;
+mod approval;
+mod reviews;
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,7 +24,24 @@ use pim_proto::events::v1::Event;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 
+/// What `pim bench` measures after the baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// The event pipeline: max throughput, and latency at a fixed rate.
+    Pipeline,
+    /// The approval service: Decide at a fixed rate, ListAwaitingMe among many open cases.
+    Approval,
+    /// The activation service: submit to access, sustained throughput, approve to access,
+    /// lateness of the expiry event.
+    Activation,
+    /// Access reviews: starting an instance over many assignments, applying many denials.
+    Reviews,
+    /// Every suite, one after another.
+    All,
+}
+
 pub struct BenchOptions {
+    pub suite: Suite,
     pub database_url: String,
     pub redis_url: String,
     pub events: usize,
@@ -28,6 +51,24 @@ pub struct BenchOptions {
     pub producers: usize,
     /// Consumers in the one consumer group.
     pub consumers: usize,
+    /// Offered rate of the approval run's decisions, per second, for `seconds`.
+    pub decide_rate: u64,
+    /// Open cases seeded for the ListAwaitingMe run.
+    pub cases: usize,
+    /// How many of them await the measured approver.
+    pub awaiting: usize,
+    /// Offered rate of the activation run's submissions, per second, for `seconds`.
+    pub activation_rate: u64,
+    /// Activations of the sustained-throughput run.
+    pub activations: usize,
+    /// Submissions in flight in the sustained-throughput run.
+    pub in_flight: usize,
+    /// Approvals measured from Decide to access.
+    pub approvals: usize,
+    /// Assignments under the review whose instance start is measured.
+    pub review_assignments: usize,
+    /// Denials applied at the end of the second review.
+    pub review_denials: usize,
 }
 
 /// Latencies in microseconds, and how long the run took.
@@ -57,6 +98,23 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     baseline(options.events)
         .await?
         .report("baseline: health check RPC (16 in flight)");
+    if matches!(options.suite, Suite::Pipeline | Suite::All) {
+        event_pipeline(&options).await?;
+    }
+    if matches!(options.suite, Suite::Approval | Suite::All) {
+        approval::run(&options).await?;
+    }
+    if matches!(options.suite, Suite::Activation | Suite::All) {
+        activation::run(&options).await?;
+    }
+    if matches!(options.suite, Suite::Reviews | Suite::All) {
+        reviews::run(&options).await?;
+    }
+    Ok(())
+}
+
+/// The pipeline on a fresh database, dropped afterwards.
+async fn event_pipeline(options: &BenchOptions) -> anyhow::Result<()> {
     let db_name = format!("pim_bench_{}", uuid::Uuid::new_v4().simple());
     pim_db::ensure_postgres_database(&options.database_url, &db_name).await?;
     let url = pim_db::with_database(&options.database_url, &db_name);
@@ -73,7 +131,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         "CREATE TABLE bench_effects (event_id TEXT PRIMARY KEY); SET synchronous_commit = on;",
     )
     .await?;
-    let result = pipeline(&db, &options).await;
+    let result = pipeline(&db, options).await;
     db.close().await?;
     let admin = sea_orm::Database::connect(&options.database_url).await?;
     admin
@@ -285,6 +343,28 @@ async fn pipeline(db: &DatabaseConnection, options: &BenchOptions) -> anyhow::Re
         options.rate
     ));
     cancel.cancel();
+    // Let the relay and the consumers see the cancellation before their stream goes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    delete_redis_keys(&options.redis_url, &prefix).await
+}
+
+/// Deletes every Redis key under `prefix`: what one run wrote.
+async fn delete_redis_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    use redis::AsyncCommands as _;
+    let mut redis = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = {
+        let mut iter = redis.scan_match::<_, String>(format!("{prefix}*")).await?;
+        let mut keys = Vec::new();
+        while let Some(key) = iter.next_item().await {
+            keys.push(key?);
+        }
+        keys
+    };
+    if !keys.is_empty() {
+        let _: i64 = redis.del(keys).await?;
+    }
     Ok(())
 }
 

@@ -1,8 +1,13 @@
 //! The library behind the `pim` binary, so tests drive exactly what operators run.
 
 pub mod admin;
+pub mod approvals;
+pub mod audit;
 pub mod bench;
 pub mod dev;
 mod hosting;
+pub mod requests;
+pub mod reviews;
+pub mod webhooks;
 
 pub use hosting::{migrate_service, migration_fingerprint, start_service};

@@ -6,7 +6,13 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use pim_cli::{
     admin::{AdminCommand, Output},
+    approvals::ApprovalCommand,
+    audit::AuditCommand,
+    bench::Suite,
     dev::{self, BOOTSTRAP_ADMIN, DevOptions},
+    requests::RequestCommand,
+    reviews::ReviewCommand,
+    webhooks::{DeliveryCommand, WebhookCommand},
 };
 use pim_clock::SystemClock;
 use pim_config::{ServiceName, Settings, Source};
@@ -22,7 +28,7 @@ use pim_telemetry::TelemetryOptions;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The assignment service, for the people-facing commands.
+    /// The assignment service: for check, roles, assign, policy, and role names elsewhere.
     #[arg(
         long,
         global = true,
@@ -30,6 +36,40 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     url: String,
+    /// The approval service, for `pim approvals`, `pim approval show`, `pim approve`, `pim deny`,
+    /// `pim reviews` and `pim review`.
+    #[arg(
+        long,
+        global = true,
+        env = "PIM_APPROVAL_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    approval_url: String,
+    /// The activation service, for `pim activate`, `deactivate`, `extend`, `renew`, `requests`,
+    /// `request show` and `cancel`.
+    #[arg(
+        long,
+        global = true,
+        env = "PIM_ACTIVATION_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    activation_url: String,
+    /// The audit service, for `pim audit`.
+    #[arg(
+        long,
+        global = true,
+        env = "PIM_AUDIT_URL",
+        default_value = "http://127.0.0.1:50055"
+    )]
+    audit_url: String,
+    /// The notification service, for `pim webhooks` and `pim deliveries`.
+    #[arg(
+        long,
+        global = true,
+        env = "PIM_NOTIFICATION_URL",
+        default_value = "http://127.0.0.1:50054"
+    )]
+    notification_url: String,
     /// Bearer token for the people-facing commands (`pim token` mints one for `pim dev`).
     #[arg(long, global = true, env = "PIM_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -42,6 +82,32 @@ enum Command {
     /// Ask or change the assignment service: check, roles, assign, policy.
     #[command(flatten)]
     Admin(AdminCommand),
+    /// Decide approval cases: approvals, approval show, approve, deny.
+    #[command(flatten)]
+    Approvals(ApprovalCommand),
+    /// Request roles just in time: activate, deactivate, extend, renew, requests, request show,
+    /// cancel.
+    #[command(flatten)]
+    Requests(RequestCommand),
+    /// Access reviews: reviews create, list, show, items, results; review decide,
+    /// accept-recommendations.
+    #[command(flatten)]
+    Reviews(ReviewCommand),
+    /// Read, export and verify the audit trail: audit list, show, export, verify, key.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Webhook subscriptions: create, list, rotate-secret, disable, test, seal-secret.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+    /// Notification deliveries: list (with attempts), retry, stats.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveryCommand,
+    },
     /// Serve one context, configured by PIM_* environment variables.
     Serve {
         /// assignment, activation, approval, notification or audit
@@ -66,8 +132,12 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
     },
-    /// Measure the baseline RPC and the event pipeline against real PostgreSQL and Redis.
+    /// Measure the baseline RPC, then the event pipeline, the approval service, the activation
+    /// service or access reviews, against real PostgreSQL and Redis.
     Bench {
+        /// What to measure after the baseline.
+        #[arg(long, value_enum, default_value = "pipeline")]
+        suite: Suite,
         /// TLS is off by default: on loopback it only adds crypto to both sides of the same cores.
         #[arg(
             long,
@@ -90,6 +160,33 @@ enum Command {
         /// Consumers in the one consumer group.
         #[arg(long, default_value_t = 8)]
         consumers: usize,
+        /// Offered rate of the approval run's decisions, per second (for --seconds).
+        #[arg(long, default_value_t = 200)]
+        decide_rate: u64,
+        /// Open cases seeded for the approval run's ListAwaitingMe.
+        #[arg(long, default_value_t = 100_000)]
+        cases: usize,
+        /// How many of those cases await the measured approver.
+        #[arg(long, default_value_t = 50)]
+        awaiting: usize,
+        /// Offered rate of the activation run's submissions, per second (for --seconds).
+        #[arg(long, default_value_t = 100)]
+        activation_rate: u64,
+        /// Activations of the activation run's sustained-throughput part.
+        #[arg(long, default_value_t = 3_000)]
+        activations: usize,
+        /// Submissions in flight in that part.
+        #[arg(long, default_value_t = 32)]
+        in_flight: usize,
+        /// Approvals measured from Decide to access.
+        #[arg(long, default_value_t = 200)]
+        approvals: usize,
+        /// Assignments under the review whose instance start is measured.
+        #[arg(long, default_value_t = 100_000)]
+        review_assignments: usize,
+        /// Denials applied at the end of the second review.
+        #[arg(long, default_value_t = 10_000)]
+        review_denials: usize,
     },
     /// Print a dev-mode token for a principal, signed with the `pim dev` secret.
     Token {
@@ -108,17 +205,85 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Admin(command) => {
-            let token = cli
-                .token
-                .context("a token is needed: --token or PIM_TOKEN (for pim dev: `pim token <principal> --mfa`)")?;
-            let client =
-                pim_client::PimClient::connect(&cli.url, pim_client::Credentials::Token(token))?;
+            let client = pim_client::PimClient::connect(&cli.url, person(cli.token)?)?;
             let now = pim_clock::Clock::now_millis(&SystemClock);
             print!(
                 "{}",
                 pim_cli::admin::run(command, &client, cli.output, now).await?
             );
             Ok(())
+        }
+        Command::Approvals(command) => {
+            let credentials = person(cli.token)?;
+            let approval = pim_client::PimClient::connect(&cli.approval_url, credentials.clone())?;
+            let assignment = pim_client::PimClient::connect(&cli.url, credentials)?;
+            let now = pim_clock::Clock::now_millis(&SystemClock);
+            let rendered =
+                pim_cli::approvals::run(command, &approval, &assignment, cli.output, now).await?;
+            print!("{}", rendered.text);
+            match rendered.failure() {
+                Some(failure) => Err(anyhow::anyhow!(failure)),
+                None => Ok(()),
+            }
+        }
+        Command::Requests(command) => {
+            let credentials = person(cli.token)?;
+            let activation =
+                pim_client::PimClient::connect(&cli.activation_url, credentials.clone())?;
+            let assignment = pim_client::PimClient::connect(&cli.url, credentials)?;
+            let now = pim_clock::Clock::now_millis(&SystemClock);
+            let rendered =
+                pim_cli::requests::run(command, &activation, &assignment, cli.output, now).await?;
+            print!("{}", rendered.text);
+            match rendered.failure() {
+                Some(failure) => Err(anyhow::anyhow!(failure)),
+                None => Ok(()),
+            }
+        }
+        Command::Reviews(command) => {
+            let credentials = person(cli.token)?;
+            let approval = pim_client::PimClient::connect(&cli.approval_url, credentials.clone())?;
+            let assignment = pim_client::PimClient::connect(&cli.url, credentials)?;
+            let rendered =
+                pim_cli::reviews::run(command, &approval, &assignment, cli.output).await?;
+            print!("{}", rendered.text);
+            match rendered.failure() {
+                Some(failure) => Err(anyhow::anyhow!(failure)),
+                None => Ok(()),
+            }
+        }
+        Command::Audit { command } => {
+            let audit = pim_client::PimClient::connect(&cli.audit_url, person(cli.token)?)?;
+            let rendered = pim_cli::audit::run(command, &audit, cli.output).await?;
+            print!("{}", rendered.text);
+            match rendered.failed {
+                true => Err(anyhow::anyhow!("the audit trail does not verify")),
+                false => Ok(()),
+            }
+        }
+        Command::Webhooks { command } => {
+            let client = match &command {
+                // Sealing is offline: no token, no call.
+                WebhookCommand::SealSecret { .. } => pim_client::PimClient::connect(
+                    &cli.notification_url,
+                    pim_client::Credentials::Token(String::new()),
+                )?,
+                _ => pim_client::PimClient::connect(&cli.notification_url, person(cli.token)?)?,
+            };
+            print!(
+                "{}",
+                pim_cli::webhooks::run_webhooks(command, &client, cli.output).await?
+            );
+            Ok(())
+        }
+        Command::Deliveries { command } => {
+            let client = pim_client::PimClient::connect(&cli.notification_url, person(cli.token)?)?;
+            let rendered = pim_cli::webhooks::run_deliveries(command, &client, cli.output).await?;
+            print!("{}", rendered.text);
+            match rendered.failed {
+                true => Err(anyhow::anyhow!("some deliveries were not retried")),
+                false => Ok(()),
+            }
         }
         Command::Serve { service } => serve(service).await,
         Command::Dev {
@@ -148,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Health { addr } => health(&addr).await,
         Command::Bench {
+            suite,
             database_url,
             redis_url,
             events,
@@ -155,8 +321,18 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             producers,
             consumers,
+            decide_rate,
+            cases,
+            awaiting,
+            activation_rate,
+            activations,
+            in_flight,
+            approvals,
+            review_assignments,
+            review_denials,
         } => {
             pim_cli::bench::run(pim_cli::bench::BenchOptions {
+                suite,
                 database_url,
                 redis_url,
                 events,
@@ -164,6 +340,15 @@ async fn main() -> anyhow::Result<()> {
                 seconds,
                 producers,
                 consumers,
+                decide_rate,
+                cases,
+                awaiting,
+                activation_rate,
+                activations,
+                in_flight,
+                approvals,
+                review_assignments,
+                review_denials,
             })
             .await
         }
@@ -188,6 +373,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A person's credentials for the people-facing commands.
+fn person(token: Option<String>) -> anyhow::Result<pim_client::Credentials> {
+    let token = token.context(
+        "a token is needed: --token or PIM_TOKEN (for pim dev: `pim token <principal> --mfa`)",
+    )?;
+    Ok(pim_client::Credentials::Token(token))
 }
 
 fn telemetry(service: &str, source: &Source) -> anyhow::Result<pim_telemetry::TelemetryGuard> {

@@ -107,7 +107,7 @@ async fn after_redis_restarts_empty_the_gap_is_replayed_from_the_outbox_once() -
     make_eligible(&h, "alice", "lost-1").await?;
     make_eligible(&h, "bob", "lost-2").await?;
     let assignment_db = h.service(ServiceName::Assignment).db().clone();
-    h.eventually(Duration::from_secs(10), || async {
+    h.eventually(Duration::from_secs(30), || async {
         let row = assignment_db
             .query_one_raw(stmt(
                 &assignment_db,

@@ -123,19 +123,30 @@ async fn pim_dev_serves_all_five_runs_the_skeleton_and_survives_a_restart() -> a
         .await?
         .allowed
     );
+    // Alice's activation is still live; bob becomes eligible and activates too.
+    client(&system, ServiceName::Assignment, BOOTSTRAP_ADMIN)?
+        .assignment()
+        .create_eligibility_schedule(CreateEligibilityScheduleRequest {
+            request_id: "dev-2".into(),
+            principal_id: "bob".into(),
+            role_id: ROLE.into(),
+            scope: SCOPE.into(),
+            ..Default::default()
+        })
+        .await?;
     activate(
-        &client(&system, ServiceName::Activation, "alice")?,
+        &client(&system, ServiceName::Activation, "bob")?,
         "dev-activate-2",
         30,
     )
     .await?;
-    let after = audited(&system, before.len() + 3).await?;
+    let after = audited(&system, before.len() + 4).await?;
     assert_eq!(
         &after[..before.len()],
         &before[..],
         "the trail survived the restart"
     );
-    assert_eq!(after.len(), before.len() + 3, "no record applied twice");
+    assert_eq!(after.len(), before.len() + 4, "no record applied twice");
     system.shutdown().await;
     let _ = std::fs::remove_dir_all(data_dir);
     Ok(())

@@ -95,6 +95,7 @@ async fn role_holders_include_group_members_active_assignees_and_activated_windo
         kind: kind.into(),
         page_size: 2,
         page_token: String::new(),
+        principal_id: String::new(),
     };
     let first = approval
         .list_schedules(list(ScheduleKind::Unspecified, true))

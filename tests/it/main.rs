@@ -4,19 +4,26 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod activation;
 mod announcements;
+mod approval;
+mod audit;
 mod authorization;
 mod bad_input;
 mod bus;
 mod changes;
 mod cli;
+mod cli_approvals;
+mod cli_requests;
 mod dev;
 mod directory;
 mod holders;
 mod internal;
 mod jwks;
 mod mtls;
+mod notification;
 mod policies;
+mod reviews;
 mod roles;
 mod schedules;
 mod skeleton;

@@ -235,17 +235,24 @@ async fn activation_enforces_duration_ticket_mfa_and_approval_and_writes_nothing
         "the policy version is recorded on the request"
     );
 
-    // A role whose policy asks for approval is not granted without one.
-    set(&h, SCOPE, approval_by("approver-1", 1)).await?;
+    // While that activation is live, a second one of the same role and scope is refused, and
+    // the refusal carries the live request.
     let status = with_mfa
         .activation()
         .submit(pim_proto::activation::v1::SubmitRequest {
             ticket,
-            ..activation("needs-approval", 30)
+            ..activation("second", 30)
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&status), "APPROVAL_REQUIRED");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert_eq!(
+        status
+            .get_error_details()
+            .resource_info()
+            .map(|r| r.resource_name.clone()),
+        Some(granted.id.clone())
+    );
     assert_eq!(
         count(&activation_db, "SELECT COUNT(*) AS n FROM requests").await?,
         1

@@ -101,7 +101,7 @@ pub async fn await_audited(
     audit: &PimClient,
     types: &[&str],
 ) -> anyhow::Result<Vec<AuditRecord>> {
-    h.eventually(Duration::from_secs(15), || async {
+    h.eventually(Duration::from_secs(30), || async {
         let records = audit_records(audit).await?;
         let all = types
             .iter()

@@ -50,7 +50,7 @@ async fn one_trace_spans_the_activation_rpc_its_assignment_calls_and_the_audit_c
 
     // Find the activation RPC's trace and everything in it, once the exporter has flushed.
     let spans = h
-        .eventually(Duration::from_secs(15), || {
+        .eventually(Duration::from_secs(30), || {
             telemetry.flush();
             let spans = receiver.spans();
             let consumed = spans.iter().any(|s| {
@@ -95,7 +95,123 @@ async fn one_trace_spans_the_activation_rpc_its_assignment_calls_and_the_audit_c
         provision.parent_span_id, submit.span_id,
         "assignment's span is a child of the activation RPC"
     );
+
+    // With approval, the request's trace goes on through the approver's decision: the case's
+    // events, the provisioning the decision causes and its audit record all carry it.
+    approval_continues_the_trace(&h).await?;
     h.stop().await;
     telemetry.shutdown();
+    Ok(())
+}
+
+async fn approval_continues_the_trace(h: &Harness) -> anyhow::Result<()> {
+    use pim_proto::{
+        activation::v1::SubmitRequest,
+        approval::v1::{DecideRequest, Decision},
+        assignment::v1::{
+            ApprovalRule, ApprovalStage, Approver, CreateEligibilityScheduleRequest, PolicyRules,
+            SetPolicyRequest, approver::Subject,
+        },
+    };
+    let role = pim_client::roles::SECURITY_READER;
+    let admin = h.client(ServiceName::Assignment, &h.mfa_token(ADMIN));
+    admin
+        .assignment()
+        .set_policy(SetPolicyRequest {
+            role_id: role.into(),
+            scope: support::SCOPE.into(),
+            rules: Some(PolicyRules {
+                approval: Some(ApprovalRule {
+                    required: true,
+                    stages: vec![ApprovalStage {
+                        approvers: vec![Approver {
+                            subject: Some(Subject::UserId("bob".into())),
+                        }],
+                        quorum: 1,
+                        timeout: Some(pim_proto::Duration {
+                            seconds: 3600,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    admin
+        .assignment()
+        .create_eligibility_schedule(CreateEligibilityScheduleRequest {
+            request_id: "trace-carol".into(),
+            principal_id: "carol".into(),
+            role_id: role.into(),
+            scope: support::SCOPE.into(),
+            ..Default::default()
+        })
+        .await?;
+    let pending = h
+        .client(ServiceName::Activation, &h.mfa_token("carol"))
+        .activation()
+        .submit(SubmitRequest {
+            role_id: role.into(),
+            ..support::activation("trace-approved", 30)
+        })
+        .await?
+        .into_inner()
+        .request
+        .unwrap_or_default();
+    h.client(ServiceName::Approval, &h.token("bob"))
+        .approval()
+        .decide(DecideRequest {
+            case_id: pending.case_id.clone(),
+            decision: Decision::Approve.into(),
+            justification: "incident confirmed".into(),
+        })
+        .await?;
+    let expected = [
+        (
+            "activation.request_submitted",
+            pending.correlation_id.as_str(),
+        ),
+        ("approval.case_opened", pending.id.as_str()),
+        ("approval.case_decided", pending.id.as_str()),
+        (
+            "activation.request_granted",
+            pending.correlation_id.as_str(),
+        ),
+        ("assignment.window_provisioned", pending.id.as_str()),
+    ];
+    let audit = h.client(ServiceName::Audit, &h.token(ADMIN));
+    let records = h
+        .eventually(Duration::from_secs(30), || async {
+            let records = support::audit_records(&audit).await?;
+            // Audit reads five streams independently, so the records of one
+            // request arrive in no fixed order: wait for every one we check.
+            let done = expected.iter().all(|(event_type, correlation)| {
+                records
+                    .iter()
+                    .any(|r| r.event_type == *event_type && r.correlation_id == *correlation)
+            });
+            Ok(done.then_some(records))
+        })
+        .await?;
+    let trace_of = |event_type: &str, correlation: &str| {
+        records
+            .iter()
+            .find(|r| r.event_type == event_type && r.correlation_id == correlation)
+            .map(|r| r.trace_id.clone())
+            .unwrap_or_else(|| panic!("no {event_type} record for {correlation}"))
+    };
+    let submitted = trace_of("activation.request_submitted", &pending.correlation_id);
+    assert!(!submitted.is_empty());
+    for (event_type, correlation) in &expected[1..] {
+        assert_eq!(
+            trace_of(event_type, correlation),
+            submitted,
+            "{event_type} continues the submission's trace"
+        );
+    }
     Ok(())
 }

@@ -16,12 +16,17 @@ use pim_auth::TokenSigner;
 use pim_clock::SharedClock;
 use pim_proto::{
     activation::v1::activation_service_client::ActivationServiceClient,
+    approval::v1::{
+        approval_internal_service_client::ApprovalInternalServiceClient,
+        approval_service_client::ApprovalServiceClient,
+    },
     assignment::v1::{
         assignment_internal_service_client::AssignmentInternalServiceClient,
         assignment_service_client::AssignmentServiceClient,
     },
     audit::v1::audit_service_client::AuditServiceClient,
     events::v1::event_replay_service_client::EventReplayServiceClient,
+    notification::v1::notification_service_client::NotificationServiceClient,
 };
 use tonic::{
     Code, Request, Status,
@@ -154,13 +159,61 @@ impl PimClient {
         ActivationServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
     }
 
+    pub fn approval(&self) -> ApprovalServiceClient<AuthorizedChannel> {
+        ApprovalServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+    }
+
+    pub fn approval_internal(&self) -> ApprovalInternalServiceClient<AuthorizedChannel> {
+        ApprovalInternalServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.authorize.clone(),
+        )
+    }
+
     pub fn audit(&self) -> AuditServiceClient<AuthorizedChannel> {
         AuditServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+    }
+
+    pub fn notification(&self) -> NotificationServiceClient<AuthorizedChannel> {
+        NotificationServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
     }
 
     pub fn replay(&self) -> EventReplayServiceClient<AuthorizedChannel> {
         EventReplayServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
     }
+}
+
+/// Whether `principal` holds any of `roles` at `scope` now, as the assignment context answers
+/// through `assignment` (a client of it).
+pub async fn holds_any_role(
+    assignment: &PimClient,
+    principal: &str,
+    roles: &[&str],
+    scope: &str,
+) -> Result<bool, Status> {
+    for role in roles {
+        let answer = retry_idempotent(|| {
+            let mut client = assignment.assignment();
+            let check = pim_proto::assignment::v1::CheckAccessRequest {
+                principal_id: principal.to_owned(),
+                role_id: (*role).to_owned(),
+                scope: scope.to_owned(),
+                ..Default::default()
+            };
+            async move { client.check_access(check).await }
+        })
+        .await
+        .map_err(|s| {
+            Status::unavailable(format!(
+                "the assignment service did not answer: {}",
+                s.message()
+            ))
+        })?;
+        if answer.into_inner().allowed {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Retries an idempotent call on `UNAVAILABLE`, with a short backoff, up to three attempts.

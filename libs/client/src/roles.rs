@@ -16,3 +16,6 @@ pub const READERS: [&str; 4] = [
     SECURITY_READER,
     SECURITY_ADMINISTRATOR,
 ];
+
+/// Roles that may see and manage every approval case: PIM's administrators.
+pub const ADMINS: [&str; 2] = [GLOBAL_ADMINISTRATOR, PRIVILEGED_ROLE_ADMINISTRATOR];

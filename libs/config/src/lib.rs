@@ -7,8 +7,8 @@ mod settings;
 mod source;
 
 pub use settings::{
-    AuthSettings, DbSettings, EventSettings, GrpcSettings, Secret, ServiceName, Settings,
-    TelemetrySettings, TlsSettings,
+    AuditSettings, AuthSettings, DbSettings, EventSettings, GrpcSettings, NotificationSettings,
+    Secret, ServiceName, Settings, SmtpSettings, SmtpTls, TelemetrySettings, TlsSettings,
 };
 pub use source::{ConfigError, Source};
 
@@ -185,6 +185,126 @@ pub const REFERENCE: &[KeyDoc] = &[
         key: "PIM_TIMER_INTERVAL_MS",
         default: "1000",
         doc: "How often timers look for due announcements; what is due is judged by the clock.",
+    },
+    KeyDoc {
+        key: "PIM_MFA_MAX_AGE_SECS",
+        default: "900",
+        doc: "How recent (by `auth_time`) a sign-in with MFA must be where a role's policy requires MFA.",
+    },
+    KeyDoc {
+        key: "PIM_RECONCILE_AFTER_MS",
+        default: "5000",
+        doc: "How long an activation request may sit between two states (after a crash, say) before the reconciler finishes it.",
+    },
+    KeyDoc {
+        key: "PIM_AUDIT_SIGNING_KEY_FILE",
+        default: "",
+        doc: "Audit only: Ed25519 PKCS#8 PEM private key that signs checkpoints. Without it, dev mode derives one from the dev secret and otherwise each process signs with a random key of its own (checkpoints of earlier processes then fail verification).",
+    },
+    KeyDoc {
+        key: "PIM_AUDIT_PREVIOUS_PUBLIC_KEYS",
+        default: "",
+        doc: "Audit only: comma-separated hex Ed25519 public keys of earlier signing keys, still trusted for the checkpoints they signed (key rotation).",
+    },
+    KeyDoc {
+        key: "PIM_AUDIT_CHECKPOINT_INTERVAL_SECS",
+        default: "300",
+        doc: "Audit only: how often a signed checkpoint of the chain head is made when new records arrived; judged by the clock.",
+    },
+    KeyDoc {
+        key: "PIM_AUDIT_RETENTION_DAYS",
+        default: "0",
+        doc: "Audit only: purge records older than this many days, keeping a signed checkpoint at the cut; 0 keeps everything.",
+    },
+    KeyDoc {
+        key: "PIM_FAULT_POINTS",
+        default: "",
+        doc: "Testing only: comma-separated points where a flow stops as if the process crashed there. Never set in production.",
+    },
+    KeyDoc {
+        key: "PIM_SMTP_HOST",
+        default: "",
+        doc: "SMTP server for notification e-mail; e-mail is off when unset.",
+    },
+    KeyDoc {
+        key: "PIM_SMTP_PORT",
+        default: "25 / 587 / 465",
+        doc: "SMTP port; the default follows PIM_SMTP_TLS (none, starttls, tls).",
+    },
+    KeyDoc {
+        key: "PIM_SMTP_TLS",
+        default: "starttls",
+        doc: "`none`, `starttls` (required) or `tls` (SMTPS).",
+    },
+    KeyDoc {
+        key: "PIM_SMTP_USERNAME",
+        default: "",
+        doc: "SMTP user; authentication is used when set.",
+    },
+    KeyDoc {
+        key: "PIM_SMTP_PASSWORD",
+        default: "",
+        doc: "SMTP password: plain, or `enc:` and the value sealed with PIM_NOTIFICATION_SECRET_KEY (`pim webhooks seal-secret`).",
+    },
+    KeyDoc {
+        key: "PIM_SMTP_FROM",
+        default: "PIM <pim@localhost>",
+        doc: "Sender of notification e-mail.",
+    },
+    KeyDoc {
+        key: "PIM_SMTP_TIMEOUT_MS",
+        default: "10000",
+        doc: "Timeout of one SMTP conversation.",
+    },
+    KeyDoc {
+        key: "PIM_NOTIFICATION_SECRET_KEY",
+        default: "",
+        doc: "Base64 of 32 bytes: encrypts webhook secrets at rest (AES-256-GCM). Required for webhooks outside dev mode.",
+    },
+    KeyDoc {
+        key: "PIM_DELIVERY_MAX_ATTEMPTS",
+        default: "8",
+        doc: "Attempts of one delivery before it is dead-lettered.",
+    },
+    KeyDoc {
+        key: "PIM_DELIVERY_RETRY_BASE_MS",
+        default: "180000",
+        doc: "Wait before the first retry; each further retry waits twice as long, with ±20% jitter (8 attempts span about 6 hours).",
+    },
+    KeyDoc {
+        key: "PIM_DELIVERY_POLL_MS",
+        default: "1000",
+        doc: "How often delivery workers look for due retries when not woken.",
+    },
+    KeyDoc {
+        key: "PIM_DELIVERY_ENDPOINT_CONCURRENCY",
+        default: "4",
+        doc: "Deliveries in flight per webhook host or mail domain, so one slow receiver cannot hold up the others.",
+    },
+    KeyDoc {
+        key: "PIM_WEBHOOK_TIMEOUT_MS",
+        default: "10000",
+        doc: "Timeout of one webhook request.",
+    },
+    KeyDoc {
+        key: "PIM_WEBHOOK_ALLOW_LOOPBACK",
+        default: "false",
+        doc: "Allow webhook URLs on loopback addresses (tests, local receivers).",
+    },
+    KeyDoc {
+        key: "PIM_WEBHOOK_ALLOW_PRIVATE",
+        default: "false",
+        doc: "Allow webhook URLs on private, link-local and other non-public addresses.",
+    },
+    KeyDoc {
+        key: "PIM_NOTIFICATION_TEMPLATE_DIR",
+        default: "",
+        doc: "Directory of templates (`<event type>.txt` / `.html`) that replace the built-in ones.",
+    },
+    KeyDoc {
+        key: "PIM_DIGEST_INTERVAL_HOURS",
+        default: "168",
+        doc: "Cadence of the admins' digest of activations, assignments and pending approvals, counted from Mondays 08:00 UTC (168: weekly); 0 turns it off.",
     },
     KeyDoc {
         key: "PIM_LOG",

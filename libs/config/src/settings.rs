@@ -156,6 +156,63 @@ pub struct EventSettings {
     pub security_events_per_minute: u32,
 }
 
+/// How TLS is used towards the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP: for a relay on the same host or network only.
+    None,
+    /// STARTTLS is required.
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// Plain, or `enc:` and ciphertext sealed with the notification secret key.
+    pub password: Option<Secret>,
+    pub from: String,
+    pub timeout: Duration,
+}
+
+/// The notification context's channels, retries and secrets.
+#[derive(Debug, Clone)]
+pub struct NotificationSettings {
+    /// E-mail is sent only when an SMTP host is configured.
+    pub smtp: Option<SmtpSettings>,
+    /// 32 bytes, base64: encrypts webhook secrets (and `enc:` SMTP passwords) at rest.
+    pub secret_key: Option<Secret>,
+    pub max_attempts: u32,
+    /// The first retry waits this long; each further one twice as long, with jitter.
+    pub retry_base: Duration,
+    pub poll: Duration,
+    pub endpoint_concurrency: usize,
+    pub webhook_timeout: Duration,
+    pub webhook_allow_loopback: bool,
+    pub webhook_allow_private: bool,
+    /// A directory whose `<name>.txt` / `<name>.html` files replace the built-in templates.
+    pub template_dir: Option<PathBuf>,
+    /// How often the admins' digest goes out, counted from Monday 1970-01-05 08:00 UTC (so
+    /// weekly means Mondays at 08:00 UTC); `None` turns it off.
+    pub digest_interval: Option<Duration>,
+}
+
+/// The audit context's chain: its checkpoint key, how often it signs, how long it keeps records.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Ed25519 PKCS#8 PEM private key that signs checkpoints.
+    pub signing_key_file: Option<PathBuf>,
+    pub checkpoint_interval: Duration,
+    /// `None` keeps every record.
+    pub retention_days: Option<u32>,
+    /// Hex public keys of earlier signing keys, trusted for the checkpoints they signed.
+    pub previous_public_keys: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
     pub log_filter: String,
@@ -173,11 +230,19 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     pub events: EventSettings,
     pub telemetry: TelemetrySettings,
+    pub notification: NotificationSettings,
+    pub audit: AuditSettings,
     /// Where each peer is reached, indexed like [`ServiceName::ALL`].
     pub peer_urls: Vec<(ServiceName, String)>,
     pub break_glass_principals: Vec<String>,
     /// How often timers look for due announcements (expiry reminders, escalations).
     pub timer_interval: Duration,
+    /// How recent a sign-in with MFA must be where a policy requires MFA.
+    pub mfa_max_age: Duration,
+    /// How long a request may sit between two states before the reconciler finishes it.
+    pub reconcile_after: Duration,
+    /// Named points where a service stops a flow as if it crashed there: for crash tests.
+    pub fault_points: Vec<String>,
 }
 
 impl Settings {
@@ -254,6 +319,18 @@ impl Settings {
                 trace_filter: source.get("PIM_TRACE_FILTER", "info".to_owned())?,
                 otlp_endpoint: source.optional("OTEL_EXPORTER_OTLP_ENDPOINT")?,
             },
+            notification: notification(source)?,
+            audit: AuditSettings {
+                signing_key_file: source.optional("PIM_AUDIT_SIGNING_KEY_FILE")?,
+                checkpoint_interval: Duration::from_secs(
+                    source.get("PIM_AUDIT_CHECKPOINT_INTERVAL_SECS", 300)?,
+                ),
+                retention_days: match source.get::<u32>("PIM_AUDIT_RETENTION_DAYS", 0)? {
+                    0 => None,
+                    days => Some(days),
+                },
+                previous_public_keys: list(source, "PIM_AUDIT_PREVIOUS_PUBLIC_KEYS"),
+            },
             peer_urls: ServiceName::ALL
                 .into_iter()
                 .map(|peer| {
@@ -262,16 +339,10 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?,
             timer_interval: millis("PIM_TIMER_INTERVAL_MS", 1_000)?,
-            break_glass_principals: source
-                .raw("PIM_BREAK_GLASS_PRINCIPALS")
-                .map(|raw| {
-                    raw.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            mfa_max_age: Duration::from_secs(source.get("PIM_MFA_MAX_AGE_SECS", 900)?),
+            reconcile_after: millis("PIM_RECONCILE_AFTER_MS", 5_000)?,
+            fault_points: list(source, "PIM_FAULT_POINTS"),
+            break_glass_principals: list(source, "PIM_BREAK_GLASS_PRINCIPALS"),
         })
     }
 
@@ -282,6 +353,79 @@ impl Settings {
             .map(|(_, url)| url.as_str())
             .unwrap_or_default()
     }
+}
+
+/// A comma-separated list; empty when unset.
+fn list(source: &Source, key: &str) -> Vec<String> {
+    source
+        .raw(key)
+        .map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn notification(source: &Source) -> Result<NotificationSettings, ConfigError> {
+    let millis =
+        |key: &str, default: u64| source.get::<u64>(key, default).map(Duration::from_millis);
+    let smtp = match source.optional::<String>("PIM_SMTP_HOST")? {
+        None => None,
+        Some(host) => {
+            let mode: String = source.get("PIM_SMTP_TLS", "starttls".to_owned())?;
+            let tls = match mode.as_str() {
+                "none" => SmtpTls::None,
+                "starttls" => SmtpTls::StartTls,
+                "tls" => SmtpTls::Tls,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "PIM_SMTP_TLS".into(),
+                        message: format!("{other:?}: expected none, starttls or tls"),
+                    });
+                }
+            };
+            let default_port = match tls {
+                SmtpTls::None => 25,
+                SmtpTls::StartTls => 587,
+                SmtpTls::Tls => 465,
+            };
+            Some(SmtpSettings {
+                host,
+                port: source.get("PIM_SMTP_PORT", default_port)?,
+                tls,
+                username: source.optional("PIM_SMTP_USERNAME")?,
+                password: source.optional("PIM_SMTP_PASSWORD")?,
+                from: source.get("PIM_SMTP_FROM", "PIM <pim@localhost>".to_owned())?,
+                timeout: millis("PIM_SMTP_TIMEOUT_MS", 10_000)?,
+            })
+        }
+    };
+    let max_attempts: u32 = source.get("PIM_DELIVERY_MAX_ATTEMPTS", 8)?;
+    if max_attempts == 0 {
+        return Err(ConfigError::Invalid {
+            key: "PIM_DELIVERY_MAX_ATTEMPTS".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    Ok(NotificationSettings {
+        smtp,
+        secret_key: source.optional("PIM_NOTIFICATION_SECRET_KEY")?,
+        max_attempts,
+        retry_base: millis("PIM_DELIVERY_RETRY_BASE_MS", 180_000)?,
+        poll: millis("PIM_DELIVERY_POLL_MS", 1_000)?,
+        endpoint_concurrency: source.get("PIM_DELIVERY_ENDPOINT_CONCURRENCY", 4)?,
+        webhook_timeout: millis("PIM_WEBHOOK_TIMEOUT_MS", 10_000)?,
+        webhook_allow_loopback: source.get("PIM_WEBHOOK_ALLOW_LOOPBACK", false)?,
+        webhook_allow_private: source.get("PIM_WEBHOOK_ALLOW_PRIVATE", false)?,
+        template_dir: source.optional("PIM_NOTIFICATION_TEMPLATE_DIR")?,
+        digest_interval: match source.get::<u64>("PIM_DIGEST_INTERVAL_HOURS", 168)? {
+            0 => None,
+            hours => Some(Duration::from_secs(hours * 3600)),
+        },
+    })
 }
 
 fn tls(source: &Source) -> Result<Option<TlsSettings>, ConfigError> {

@@ -176,6 +176,25 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Whether `error` is a unique-constraint violation: how optimistic writers learn that a racing
+/// transaction got there first.
+pub fn is_unique_violation(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sea_orm::DbErr>()
+            .and_then(|e| e.sql_err())
+            .is_some_and(|e| matches!(e, sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    })
+}
+
+/// `$first, $first+1, …` placeholders for an `IN (…)` list of `n` values.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,11 @@ pub type HandlerFuture<'a> = BoxFuture<'a, anyhow::Result<()>>;
 /// A consuming service's reaction to events. It must do all its writes through `txn`.
 pub trait EventHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, txn: &'a DatabaseTransaction, event: &'a Event) -> HandlerFuture<'a>;
+
+    /// Called once the transaction that handled events has committed, so work that must see
+    /// their effects (a call to another service, say) can start at once instead of at its
+    /// next poll.
+    fn committed(&self) {}
 }
 
 /// A batch rolled back; `at` is the event whose handler failed, if a handler did.
@@ -79,6 +84,7 @@ impl Inbox {
             }
             self.handler.handle(&txn, event).await?;
             txn.commit().await?;
+            self.handler.committed();
             Ok(Applied::Applied)
         }
         .instrument(span)
@@ -108,6 +114,9 @@ impl Inbox {
             outcomes.push(Applied::Applied);
         }
         txn.commit().await.map_err(|e| failed(None)(e.into()))?;
+        if outcomes.contains(&Applied::Applied) {
+            self.handler.committed();
+        }
         Ok(outcomes)
     }
 

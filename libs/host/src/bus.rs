@@ -19,10 +19,10 @@ pub const SUBSCRIPTIONS: &[(ServiceName, &[ServiceName])] = &[
         Audit,
         &[Assignment, Activation, Approval, Notification, Audit],
     ),
-    (Activation, &[]),
+    (Activation, &[Approval, Assignment]),
     (Assignment, &[]),
-    (Approval, &[]),
-    (Notification, &[]),
+    (Approval, &[Activation]),
+    (Notification, &[Assignment, Activation, Approval, Audit]),
 ];
 
 /// The consumer groups of a producer's stream.

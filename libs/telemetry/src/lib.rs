@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
 pub use propagation::{
-    TraceContext, current_trace_context, current_trace_id, inject_into_metadata, set_parent_from,
-    set_parent_from_http,
+    TraceContext, current_trace_context, current_trace_id, inject_into_metadata, resume,
+    set_parent_from, set_parent_from_http,
 };
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 

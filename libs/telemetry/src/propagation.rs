@@ -54,6 +54,24 @@ pub fn set_parent_from(span: &tracing::Span, trace: &TraceContext) {
     }
 }
 
+/// A span that resumes a request's own trace (stored with the request), linked to the current
+/// span: the call that caused this step. So one trace follows an activation across the calls
+/// of different people (the requestor's submission, the approver's decision) and the timers in
+/// between.
+pub fn resume(trace: &TraceContext, step: &str) -> tracing::Span {
+    let caused_by = tracing::Span::current()
+        .context()
+        .span()
+        .span_context()
+        .clone();
+    let span = tracing::info_span!("resume", otel.name = %step);
+    set_parent_from(&span, trace);
+    if caused_by.is_valid() {
+        span.add_link(caused_by);
+    }
+    span
+}
+
 /// Makes `span` continue the trace of an incoming gRPC request.
 pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
     if let Err(e) = span.set_parent(extract_from_http(headers)) {

@@ -187,6 +187,11 @@ impl Harness {
         }
     }
 
+    /// Changes a setting for services started from now on, for example before a restart.
+    pub fn set_setting(&mut self, key: &str, value: &str) {
+        self.base.set(key, value.to_owned());
+    }
+
     /// Starts a stopped service again on its old port, with its old database.
     pub async fn restart_service(&mut self, service: ServiceName) -> anyhow::Result<()> {
         let addr = self.urls[&service]

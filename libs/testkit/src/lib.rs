@@ -9,6 +9,8 @@ mod otlp;
 mod postgres;
 mod redis_keys;
 mod redis_server;
+mod smtp_server;
+mod webhook_receiver;
 
 pub use engines::{postgres_url, redis_url};
 pub use harness::{
@@ -20,6 +22,8 @@ pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::TestDatabase;
 pub use redis_keys::RedisKeys;
 pub use redis_server::RedisServer;
+pub use smtp_server::{ReceivedMail, SmtpServer};
+pub use webhook_receiver::{ReceivedWebhook, Reply, WebhookReceiver, verify_standard_webhook};
 
 /// A unique prefix for the Redis keys of one test, so tests run in parallel.
 pub fn stream_prefix() -> String {

@@ -1,15 +1,23 @@
 //! The activation context: requests from people to activate a role they are eligible for, for a
-//! reason, for a while. It enforces the rules at submission, provisions the window into the
-//! assignment context and announces every step. It never stores schedules itself.
+//! reason, for a while. It enforces the rules at submission, hands off to approval where the
+//! policy asks for it, provisions the window into the assignment context and announces every
+//! step. It never stores schedules itself.
 
+mod consumer;
+mod flow;
 mod grpc;
 mod migration;
+mod model;
 mod rules;
 mod store;
+mod timers;
+
+use std::sync::Arc;
 
 use pim_config::ServiceName;
 use pim_host::{Built, ContextService, HostContext};
 use pim_proto::activation::v1::activation_service_server::ActivationServiceServer;
+use tokio::sync::Notify;
 use tonic::service::RoutesBuilder;
 
 pub use migration::Migrator;
@@ -21,12 +29,30 @@ impl ContextService for Activation {
     type Migrator = Migrator;
 
     async fn build(ctx: HostContext) -> anyhow::Result<Built> {
-        let api = grpc::ActivationApi::new(store::Store::new(ctx.db.clone()), ctx);
+        let store = store::Store::new(ctx.db.clone());
+        let flow = flow::Flow {
+            store: store.clone(),
+            ctx: ctx.clone(),
+            faults: flow::Faults::new(ctx.settings.fault_points.clone()),
+        };
+        let approved = Arc::new(Notify::new());
+        tokio::spawn(timers::expire(flow.clone(), ctx.settings.timer_interval));
+        tokio::spawn(timers::reconcile(
+            flow.clone(),
+            approved.clone(),
+            ctx.settings.timer_interval,
+            ctx.settings.reconcile_after,
+        ));
+        let consumer = consumer::Consumer {
+            store,
+            outbox: ctx.outbox.clone(),
+            approved,
+        };
         let mut routes = RoutesBuilder::default();
-        routes.add_service(ActivationServiceServer::new(api));
+        routes.add_service(ActivationServiceServer::new(grpc::ActivationApi::new(flow)));
         Ok(Built {
             routes,
-            handler: None,
+            handler: Some(Arc::new(consumer)),
         })
     }
 }

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(DIRECTORY),
             Box::new(POLICIES),
             Box::new(ANNOUNCEMENTS),
+            Box::new(LISTING_INDEXES),
         ]
     }
 }
@@ -141,3 +142,16 @@ CREATE TABLE schedule_announcements (
 );
 CREATE INDEX schedules_end ON schedules (end_ms);
 "#;
+
+const LISTING_INDEXES: SqlMigration = SqlMigration {
+    name: "m0006_listing_indexes",
+    postgres: LISTING_INDEXES_SQL,
+    sqlite: LISTING_INDEXES_SQL,
+    down: "DROP INDEX schedules_by_role; DROP INDEX schedules_permanent_active;",
+};
+
+/// Pages of `ListSchedules` walk a role's schedules by id; the last-Global-Administrator check
+/// locks the permanent active assignments at a scope. Neither may scan the whole table.
+const LISTING_INDEXES_SQL: &str = "CREATE INDEX schedules_by_role ON schedules (role_id, kind, id); \
+     CREATE INDEX schedules_permanent_active ON schedules (role_id, scope) \
+     WHERE kind = 'active' AND end_ms IS NULL;";

@@ -1,10 +1,20 @@
-//! The audit context: one record per event of every context, in a dense sequence, written only
-//! from the streams. Hash chaining, verification and export arrive with the audit issue.
+//! The audit context: one record per event of every context, in a dense, hash-chained sequence,
+//! written only from the streams and never changed. Signed checkpoints vouch for the chain;
+//! `VerifyChain` and the independent verifier (`tools/verify-audit.py`) check it; queries and a
+//! streaming export read it. The format is `docs/audit-format.md`.
 
 mod activity;
+pub mod chain;
+pub mod export;
+mod extract;
 mod grpc;
 mod ingest;
 mod migration;
+pub mod offline;
+pub mod record;
+pub mod signing;
+pub mod store;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -22,8 +32,25 @@ impl ContextService for Audit {
     type Migrator = Migrator;
 
     async fn build(ctx: HostContext) -> anyhow::Result<Built> {
+        let signer = Arc::new(signing::CheckpointSigner::from_settings(&ctx.settings)?);
+        match signer.source {
+            signing::KeySource::Ephemeral => tracing::warn!(
+                key_id = signer.key_id(),
+                "PIM_AUDIT_SIGNING_KEY_FILE is not set: checkpoints are signed with a key of this \
+                 process only, which a restarted service cannot vouch for"
+            ),
+            source => tracing::info!(
+                key_id = signer.key_id(),
+                ?source,
+                "audit checkpoint key loaded"
+            ),
+        }
         let mut routes = RoutesBuilder::default();
-        routes.add_service(AuditServiceServer::new(grpc::AuditApi::new(ctx.clone())));
+        routes.add_service(AuditServiceServer::new(grpc::AuditApi::new(
+            ctx.clone(),
+            signer.clone(),
+        )));
+        tokio::spawn(chain::run(ctx.clone(), signer));
         Ok(Built {
             routes,
             handler: Some(Arc::new(ingest::Recorder::new(ctx.clock.clone()))),

@@ -1,4 +1,11 @@
 //! The audit context's tables.
+//!
+//! `m0002` is the record table from before the chain; nothing writes or reads it any more and it
+//! is kept, not dropped. `m0003` is the chain: `audit_log` and `audit_checkpoints` are
+//! append-only at the database level (PostgreSQL: a trigger refuses UPDATE, DELETE and TRUNCATE,
+//! and [`RUNTIME_GRANTS`] gives the runtime role INSERT and SELECT only; SQLite: `RAISE(ABORT)`
+//! triggers). The one way to delete is the retention purge, through `audit_purge(cut)`, which
+//! needs a signed checkpoint at the cut.
 
 use pim_db::SqlMigration;
 use pim_events::EVENT_TABLES;
@@ -9,7 +16,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(EVENT_TABLES), Box::new(RECORDS)]
+        vec![Box::new(EVENT_TABLES), Box::new(RECORDS), Box::new(CHAIN)]
     }
 }
 
@@ -69,3 +76,152 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, sequence) VALUES (1, 0);
 "#;
+
+const CHAIN: SqlMigration = SqlMigration {
+    name: "m0003_audit_chain",
+    postgres: CHAIN_POSTGRES,
+    sqlite: CHAIN_SQLITE,
+    down: "DROP TABLE audit_purge_permit; DROP TABLE audit_checkpoints; DROP TABLE audit_chain_head; DROP TABLE audit_log;",
+};
+
+/// The columns of a chained record, shared by both dialects.
+macro_rules! audit_log_table {
+    () => {
+        r#"
+CREATE TABLE audit_log (
+    sequence BIGINT PRIMARY KEY,
+    occurred_at_ms BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    event_id TEXT NOT NULL UNIQUE,
+    event_type TEXT NOT NULL,
+    producer TEXT NOT NULL,
+    producer_sequence BIGINT NOT NULL,
+    activity TEXT NOT NULL,
+    category TEXT NOT NULL,
+    actor_type TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    target_type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    target_principal_id TEXT NOT NULL,
+    role_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    result TEXT NOT NULL,
+    result_reason TEXT NOT NULL,
+    justification TEXT NOT NULL,
+    ticket TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    payload_type TEXT NOT NULL,
+    payload_json TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_log_actor ON audit_log (actor_id, sequence);
+CREATE INDEX audit_log_target ON audit_log (target_principal_id, sequence);
+CREATE INDEX audit_log_role ON audit_log (role_id, sequence);
+CREATE INDEX audit_log_occurred ON audit_log (occurred_at_ms, sequence);
+CREATE INDEX audit_log_recorded ON audit_log (recorded_at_ms);
+CREATE INDEX audit_log_correlation ON audit_log (correlation_id);
+CREATE INDEX audit_log_trace ON audit_log (trace_id);
+CREATE TABLE audit_chain_head (
+    id INTEGER PRIMARY KEY,
+    sequence BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_chain_head (id, sequence, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+CREATE TABLE audit_checkpoints (
+    sequence BIGINT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    signed_at_ms BIGINT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE TABLE audit_purge_permit (
+    cut BIGINT NOT NULL
+);
+"#
+    };
+}
+
+const CHAIN_POSTGRES: &str = concat!(
+    audit_log_table!(),
+    r#"
+REVOKE ALL ON audit_log, audit_checkpoints, audit_chain_head, audit_purge_permit FROM PUBLIC;
+
+CREATE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'audit_log' THEN
+        IF EXISTS (SELECT 1 FROM audit_purge_permit WHERE OLD.sequence <= cut) THEN
+            RETURN OLD;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'the audit log is append-only: % on % refused', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$fn$;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
+CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
+CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
+
+-- Retention's own path: runs as the owner, deletes only up to a signed checkpoint.
+CREATE FUNCTION audit_purge(cut BIGINT) RETURNS BIGINT
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    purged BIGINT;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM audit_checkpoints WHERE sequence = cut) THEN
+        RAISE EXCEPTION 'no signed checkpoint at sequence %', cut;
+    END IF;
+    INSERT INTO audit_purge_permit (cut) VALUES (cut);
+    DELETE FROM audit_log WHERE sequence <= cut;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    DELETE FROM audit_purge_permit;
+    RETURN purged;
+END
+$fn$;
+REVOKE ALL ON FUNCTION audit_purge(BIGINT) FROM PUBLIC;
+
+-- What the runtime role may do, in one place: the owner runs
+-- SELECT audit_grant_runtime('<runtime role>') once after `pim migrate audit`.
+CREATE FUNCTION audit_grant_runtime(runtime TEXT) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    EXECUTE format('GRANT SELECT, INSERT ON audit_log, audit_checkpoints TO %I', runtime);
+    EXECUTE format('GRANT SELECT, UPDATE ON audit_chain_head TO %I', runtime);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION audit_purge(BIGINT) TO %I', runtime);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON outbox, relay_state, inbox, consumer_progress TO %I', runtime);
+    EXECUTE format('GRANT SELECT ON audit_records, audit_head, seaql_migrations TO %I', runtime);
+    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO %I', runtime);
+END
+$fn$;
+REVOKE ALL ON FUNCTION audit_grant_runtime(TEXT) FROM PUBLIC;
+"#
+);
+
+const CHAIN_SQLITE: &str = concat!(
+    audit_log_table!(),
+    r#"
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+WHEN NOT EXISTS (SELECT 1 FROM audit_purge_permit WHERE OLD.sequence <= cut)
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+"#
+);

@@ -19,6 +19,7 @@ use super::{AssignmentApi, Result, invalid, parse_scope};
 use crate::{
     domain::{access::Decision, scope::Scope},
     error::AssignmentError,
+    store::ScopeFilter,
 };
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -78,16 +79,20 @@ impl AssignmentApi {
             ScheduleKind::Unspecified => None,
             kind => Some(kind),
         };
-        let root = scope.as_str().to_owned();
-        let below = if root == "/" {
-            "/".to_owned()
-        } else {
-            format!("{root}/")
+        let matches = ScopeFilter::Subtree {
+            root: scope.as_str().to_owned(),
+            include_descendants: req.include_descendants,
         };
-        let matches = |s: &str| s == root || (req.include_descendants && s.starts_with(&below));
         let schedules = self
             .store
-            .schedules_of_role(&req.role_id, kind, &matches, &req.page_token, limit)
+            .schedules_of_role(
+                &req.role_id,
+                kind,
+                &req.principal_id,
+                &matches,
+                &req.page_token,
+                limit,
+            )
             .await
             .map_err(AssignmentError::from)?;
         let next_page_token = match schedules.last() {
@@ -211,12 +216,13 @@ impl AssignmentApi {
         let now = self.ctx.clock.now_millis();
         let scopes = scope.with_ancestors();
         let mut holders: Vec<RoleHolder> = Vec::new();
-        let in_scope = |s: &str| scopes.iter().any(|a| a == s);
+        let in_scope = ScopeFilter::AnyOf(scopes.iter().map(|s| s.to_string()).collect());
         let active = self
             .store
             .schedules_of_role(
                 &req.role_id,
                 Some(ScheduleKind::Active),
+                "",
                 &in_scope,
                 "",
                 usize::MAX,

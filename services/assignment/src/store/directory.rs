@@ -9,7 +9,8 @@ use pim_proto::assignment::v1::{
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, bump_revision, current_revision, placeholders};
+use super::{Store, bump_revision, current_revision};
+use pim_db::placeholders;
 
 /// What a sync changed.
 #[derive(Debug, Default)]

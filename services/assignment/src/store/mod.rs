@@ -8,7 +8,7 @@ mod roles;
 mod schedules;
 
 use pim_db::stmt;
-pub use schedules::{NewSchedule, NewWindow};
+pub use schedules::{NewSchedule, NewWindow, ScopeFilter};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 #[derive(Clone)]
@@ -62,12 +62,4 @@ async fn bump_revision(txn: &impl ConnectionTrait) -> anyhow::Result<i64> {
         .map(|r| r.try_get::<i64>("", "value"))
         .transpose()?
         .unwrap_or(0))
-}
-
-/// `$first, $first+1, …` placeholders for an `IN (…)` list of `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -11,7 +11,8 @@ use pim_proto::{
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, commit_with_event, current_revision, placeholders};
+use super::{Store, commit_with_event, current_revision};
+use pim_db::placeholders;
 
 use crate::{
     domain::access::{ActivatedWindow, Interval},
@@ -32,6 +33,18 @@ pub struct NewSchedule {
     pub justification: String,
 }
 
+/// Which scopes a listing of schedules covers.
+pub enum ScopeFilter {
+    /// `root`, and every scope below it when asked.
+    Subtree {
+        root: String,
+        include_descendants: bool,
+    },
+    /// Exactly these scopes.
+    AnyOf(Vec<String>),
+}
+
+#[derive(Clone)]
 pub struct NewWindow {
     pub request_id: String,
     pub principal_id: String,
@@ -237,8 +250,23 @@ impl Store {
         Ok((schedule, revision))
     }
 
-    /// Idempotent by request id: a second call returns the window written by the first.
+    /// Idempotent by request id: a second call returns the window written by the first, also
+    /// when the two race (the loser's insert fails on the unique request id, and it reads).
     pub async fn provision_window(
+        &self,
+        outbox: &Outbox,
+        new: NewWindow,
+        now_ms: i64,
+    ) -> anyhow::Result<(Window, i64)> {
+        match self.try_provision_window(outbox, new.clone(), now_ms).await {
+            Err(e) if pim_db::is_unique_violation(&e) => {
+                self.try_provision_window(outbox, new, now_ms).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_provision_window(
         &self,
         outbox: &Outbox,
         new: NewWindow,
@@ -299,38 +327,63 @@ impl Store {
         Ok((window, revision))
     }
 
-    /// Schedules of `role` at `scopes`, of one kind or both, ordered by id after `after`.
+    /// Schedules of `role` in `scopes`, of one kind or both, of one principal or all, ordered by
+    /// id after `after`, at most `limit`. The scope is filtered in SQL, so a page reads only its
+    /// own rows.
     pub async fn schedules_of_role(
         &self,
         role: &str,
         kind: Option<ScheduleKind>,
-        scope_filter: &(dyn Fn(&str) -> bool + Sync),
+        principal: &str,
+        scopes: &ScopeFilter,
         after: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<Schedule>> {
+        let mut values: Vec<sea_orm::Value> = vec![
+            role.into(),
+            kind.map(kind_text).unwrap_or_default().into(),
+            after.into(),
+            principal.into(),
+            (limit.min(i64::MAX as usize) as i64).into(),
+        ];
+        let scope_sql = match scopes {
+            ScopeFilter::Subtree {
+                root,
+                include_descendants,
+            } => {
+                let below = if root == "/" {
+                    "/".to_owned()
+                } else {
+                    format!("{root}/")
+                };
+                values.extend([
+                    root.clone().into(),
+                    i32::from(*include_descendants).into(),
+                    below.into(),
+                ]);
+                "(scope = $6 OR ($7 = 1 AND substr(scope, 1, length($8)) = $8))".to_owned()
+            }
+            ScopeFilter::AnyOf(list) => {
+                let first = values.len() + 1;
+                values.extend(list.iter().cloned().map(sea_orm::Value::from));
+                format!("scope IN ({})", placeholders(first, list.len().max(1)))
+            }
+        };
+        if matches!(scopes, ScopeFilter::AnyOf(list) if list.is_empty()) {
+            return Ok(Vec::new());
+        }
         let rows = self
             .db
             .query_all_raw(stmt(
                 &self.db,
-                "SELECT * FROM schedules WHERE role_id = $1 AND ($2 = '' OR kind = $2) AND id > $3 ORDER BY id",
-                [
-                    role.into(),
-                    kind.map(kind_text).unwrap_or_default().into(),
-                    after.into(),
-                ],
+                &format!(
+                    "SELECT * FROM schedules WHERE role_id = $1 AND ($2 = '' OR kind = $2) AND id > $3 \
+                     AND ($4 = '' OR principal_id = $4) AND {scope_sql} ORDER BY id LIMIT $5"
+                ),
+                values,
             ))
             .await?;
-        let mut found = Vec::new();
-        for row in &rows {
-            let scope: String = row.try_get("", "scope")?;
-            if scope_filter(&scope) {
-                found.push(schedule(row)?);
-                if found.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(found)
+        rows.iter().map(schedule).collect()
     }
 
     /// Principals with an activated window of `role` at any of `scopes` that has not ended.
