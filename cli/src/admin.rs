@@ -1,4 +1,5 @@
-//! The people-facing commands: `pim check`, `pim roles`, `pim assign`, `pim policy`.
+//! The people-facing commands: `pim check`, `pim roles`, `pim assign`, `pim policy`, and
+//! (in `directory`) `pim principal`, `pim assignments`, `pim convert`.
 //! Output is a readable table by default, or JSON with `--output json`. Each command renders
 //! to a string, so tests drive exactly what a person sees. Failed calls become sentences
 //! (`readable`), never tonic's dump of a status.
@@ -56,6 +57,23 @@ pub enum AdminCommand {
     },
     /// The effective role management policy of ROLE at SCOPE, rule by rule with its source.
     Policy { role: String, scope: String },
+    /// A principal as the directory has it: type, name, e-mail, enabled, guest, break-glass.
+    Principal { id: String },
+    /// Everything PRINCIPAL holds: direct or through a group; permanent, time-bound, activated
+    /// or eligible; and where it came from (assigned in PIM, or discovered outside it).
+    Assignments { principal: String },
+    /// Convert a schedule between eligible and active, keeping its window: bring discovered
+    /// standing access under management (`--to eligible`), or roll back (`--to active`).
+    Convert {
+        schedule: String,
+        #[arg(long, value_enum)]
+        to: Kind,
+        #[arg(long, default_value = "")]
+        justification: String,
+        /// Answer exactly as the real call would, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -212,6 +230,16 @@ pub async fn run(
     now_ms: i64,
 ) -> anyhow::Result<String> {
     match command {
+        AdminCommand::Principal { id } => crate::directory::principal(client, id, output).await,
+        AdminCommand::Assignments { principal } => {
+            crate::directory::assignments(client, principal, output).await
+        }
+        AdminCommand::Convert {
+            schedule,
+            to,
+            justification,
+            dry_run,
+        } => crate::directory::convert(client, schedule, to, justification, dry_run, output).await,
         AdminCommand::Check {
             principal,
             role,

@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod audit;
 pub mod bench;
 pub mod dev;
+mod directory;
 mod hosting;
 pub mod requests;
 pub mod reviews;

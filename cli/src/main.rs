@@ -79,7 +79,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Ask or change the assignment service: check, roles, assign, policy.
+    /// Ask or change the assignment service: check, roles, assign, policy, principal, assignments,
+    /// convert.
     #[command(flatten)]
     Admin(AdminCommand),
     /// Decide approval cases: approvals, approval show, approve, deny.

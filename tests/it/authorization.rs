@@ -4,12 +4,13 @@
 use pim_client::{Credentials, PimClient, roles};
 use pim_config::ServiceName;
 use pim_proto::assignment::v1::{
-    AssignmentInternalServiceRemoveScheduleRequest, CheckAccessRequest, CheckEligibilityRequest,
-    ConvertScheduleRequest, CreateActiveScheduleRequest, CreateEligibilityScheduleRequest,
-    CreateRoleRequest, DeleteRoleRequest, ExtendScheduleRequest, GetEffectivePolicyRequest,
-    GetPolicyRequest, GetPrincipalRequest, GetRoleRequest, ListEffectiveAssignmentsRequest,
-    ListGroupMembersRequest, ListGroupsOfRequest, ListRoleHoldersRequest, ListRolesRequest,
-    ListSchedulesRequest, PolicyRules, ProvisionWindowRequest, RemoveScheduleRequest,
+    AssignmentInternalServiceRemoveScheduleRequest, AssignmentServiceConvertScheduleRequest,
+    CheckAccessRequest, CheckEligibilityRequest, ConvertScheduleRequest,
+    CreateActiveScheduleRequest, CreateEligibilityScheduleRequest, CreateRoleRequest,
+    DeleteRoleRequest, ExtendScheduleRequest, GetEffectivePolicyRequest, GetPolicyRequest,
+    GetPrincipalRequest, GetRoleRequest, ListEffectiveAssignmentsRequest, ListGroupMembersRequest,
+    ListGroupsOfRequest, ListRoleHoldersRequest, ListRolesRequest, ListSchedulesRequest,
+    PolicyRules, ProvisionWindowRequest, RemoveScheduleRequest, RemoveSchedulesRequest,
     RenewScheduleRequest, RevokeWindowRequest, Role, ScheduleChange, ScheduleKind,
     SetPolicyRequest, UpdateRoleRequest, UpdateScheduleRequest, UpsertPrincipalsRequest,
 };
@@ -73,6 +74,15 @@ async fn call(method: &str, client: &PimClient, f: &Fixture) -> Result<(), Statu
         "AssignmentService/RemoveSchedule" => a
             .remove_schedule(RemoveScheduleRequest {
                 schedule_id: f.schedule_id.clone(),
+                justification: "matrix".into(),
+                validate_only: true,
+            })
+            .await
+            .map(drop),
+        "AssignmentService/ConvertSchedule" => a
+            .convert_schedule(AssignmentServiceConvertScheduleRequest {
+                schedule_id: f.schedule_id.clone(),
+                target_kind: ScheduleKind::Active.into(),
                 justification: "matrix".into(),
                 validate_only: true,
             })
@@ -228,6 +238,16 @@ async fn call(method: &str, client: &PimClient, f: &Fixture) -> Result<(), Statu
             })
             .await
             .map(drop),
+        "AssignmentInternalService/RemoveSchedules" => i
+            .remove_schedules(RemoveSchedulesRequest {
+                removals: vec![AssignmentInternalServiceRemoveScheduleRequest {
+                    schedule_id: f.schedule_id.clone(),
+                    decision_id: "item".into(),
+                    justification: "matrix".into(),
+                }],
+            })
+            .await
+            .map(drop),
         "AssignmentInternalService/RemoveSchedule" => i
             .remove_schedule(AssignmentInternalServiceRemoveScheduleRequest {
                 schedule_id: f.schedule_id.clone(),
@@ -335,7 +355,7 @@ async fn every_rpc_answers_every_kind_of_caller_as_docs_authorization_md_says() 
     ];
     let rows = matrix();
     assert!(
-        rows.len() >= 27,
+        rows.len() >= 29,
         "the matrix lists every assignment RPC ({} rows)",
         rows.len()
     );

@@ -46,7 +46,11 @@ async fn sync(
 ) -> anyhow::Result<pim_proto::assignment::v1::UpsertPrincipalsResponse> {
     Ok(h.client(ServiceName::Assignment, &h.mfa_token(ADMIN))
         .assignment()
-        .upsert_principals(UpsertPrincipalsRequest { principals, groups })
+        .upsert_principals(UpsertPrincipalsRequest {
+            principals,
+            groups,
+            ..Default::default()
+        })
         .await?
         .into_inner())
 }

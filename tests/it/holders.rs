@@ -29,6 +29,7 @@ async fn role_holders_include_group_members_active_assignees_and_activated_windo
                 group_id: "oncall".into(),
                 member_ids: vec!["alice".into(), "bob".into()],
             }],
+            ..Default::default()
         })
         .await?;
     for (principal, scope) in [("oncall", "/"), ("carol", SCOPE)] {
@@ -173,6 +174,7 @@ async fn a_principal_sees_what_it_holds_directly_through_groups_and_by_activatio
                 group_id: "oncall".into(),
                 member_ids: vec!["alice".into()],
             }],
+            ..Default::default()
         })
         .await?;
     admin

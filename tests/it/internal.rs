@@ -4,7 +4,7 @@
 use pim_config::ServiceName;
 use pim_proto::assignment::v1::{
     AssignmentInternalServiceRemoveScheduleRequest, ConvertScheduleRequest,
-    CreateActiveScheduleRequest, RevokeWindowRequest, ScheduleKind,
+    CreateActiveScheduleRequest, RemoveSchedulesRequest, RevokeWindowRequest, ScheduleKind,
 };
 use pim_testkit::{ADMIN, Harness};
 use tonic::Code;
@@ -200,6 +200,109 @@ async fn reviews_remove_and_alerts_convert_with_their_decision_ids_and_the_invar
     )?;
     assert_eq!(removed.decision_id, "review-item-3");
     assert_eq!(event.actor.unwrap().id, "service:approval");
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_removals_succeeds_or_is_refused_item_by_item_under_one_revision()
+-> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    make_eligible(&h, "alice", "e-alice").await?;
+    make_eligible(&h, "bob", "e-bob").await?;
+    let db = h.service(ServiceName::Assignment).db().clone();
+    let id_of = |principal: &'static str| {
+        let db = db.clone();
+        async move {
+            let row = sea_orm::ConnectionTrait::query_one_raw(
+                &db,
+                pim_db::stmt(
+                    &db,
+                    "SELECT id FROM schedules WHERE principal_id = $1",
+                    [principal.into()],
+                ),
+            )
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no schedule of {principal}"))?;
+            anyhow::Ok(row.try_get::<String>("", "id")?)
+        }
+    };
+    let (alice, bob, admin) = (
+        id_of("alice").await?,
+        id_of("bob").await?,
+        id_of(ADMIN).await?,
+    );
+    let removal =
+        |schedule_id: &str, decision_id: &str| AssignmentInternalServiceRemoveScheduleRequest {
+            schedule_id: schedule_id.into(),
+            decision_id: decision_id.into(),
+            justification: "access review: denied".into(),
+        };
+    let batch = RemoveSchedulesRequest {
+        removals: vec![
+            removal(&alice, "item-1"),
+            removal("no-such-schedule", "item-2"),
+            removal(&admin, "item-3"),
+            removal(&bob, "item-4"),
+        ],
+    };
+    let refused = h
+        .client(
+            ServiceName::Assignment,
+            &h.service_token(ServiceName::Audit),
+        )
+        .assignment_internal()
+        .remove_schedules(batch.clone())
+        .await
+        .expect_err("only approval applies review denials in batches");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    let before = count(&db, "SELECT value AS n FROM revision WHERE id = 1").await?;
+    let answer = h
+        .client(
+            ServiceName::Assignment,
+            &h.service_token(ServiceName::Approval),
+        )
+        .assignment_internal()
+        .remove_schedules(batch)
+        .await?
+        .into_inner();
+    let outcomes: Vec<(bool, &str)> = answer
+        .outcomes
+        .iter()
+        .map(|o| (o.removed, o.reason.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (true, ""),
+            (false, "NOT_FOUND"),
+            (false, "LAST_GLOBAL_ADMIN"),
+            (true, "")
+        ]
+    );
+    assert_eq!(answer.revision, before + 1, "one revision covers the batch");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) AS n FROM schedules").await?,
+        1,
+        "only the break-glass Global Administrator is left"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'assignment.schedule_removed'"
+        )
+        .await?,
+        2,
+        "one event per removal"
+    );
+    let checker = h.client(ServiceName::Assignment, &h.mfa_token(ADMIN));
+    let alice_now = check_access(&checker, "alice", SCOPE).await?;
+    assert!(
+        !alice_now.explanation.starts_with("eligible"),
+        "alice's eligibility is gone: {}",
+        alice_now.explanation
+    );
     h.stop().await;
     Ok(())
 }

@@ -17,6 +17,7 @@ mod cli_approvals;
 mod cli_requests;
 mod dev;
 mod directory;
+mod discovery;
 mod holders;
 mod internal;
 mod jwks;

@@ -157,6 +157,7 @@ async fn duplicates_short_windows_and_eligible_service_principals_are_refused_an
                 ..Default::default()
             }],
             groups: vec![],
+            ..Default::default()
         })
         .await?;
     let bot = admin

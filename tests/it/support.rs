@@ -120,3 +120,13 @@ pub fn reason(status: &tonic::Status) -> String {
         .map(|i| i.reason.clone())
         .unwrap_or_default()
 }
+
+/// The fields an `INVALID_ARGUMENT` names, in order.
+pub fn field_violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}

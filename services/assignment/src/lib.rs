@@ -51,6 +51,10 @@ impl ContextService for Assignment {
                 &["approval", "audit"],
             )
             .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/RemoveSchedules",
+                &["approval"],
+            )
+            .allow_services(
                 "/pim.assignment.v1.AssignmentInternalService/ConvertSchedule",
                 &["audit"],
             )

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(POLICIES),
             Box::new(ANNOUNCEMENTS),
             Box::new(LISTING_INDEXES),
+            Box::new(ORIGINS),
         ]
     }
 }
@@ -155,3 +156,14 @@ const LISTING_INDEXES: SqlMigration = SqlMigration {
 const LISTING_INDEXES_SQL: &str = "CREATE INDEX schedules_by_role ON schedules (role_id, kind, id); \
      CREATE INDEX schedules_permanent_active ON schedules (role_id, scope) \
      WHERE kind = 'active' AND end_ms IS NULL;";
+
+/// Where each schedule came from: existing rows were all written by admins through PIM.
+const ORIGINS: SqlMigration = SqlMigration {
+    name: "m0007_schedule_origins",
+    postgres: ORIGINS_SQL,
+    sqlite: ORIGINS_SQL,
+    down: "ALTER TABLE schedules DROP COLUMN origin;",
+};
+
+const ORIGINS_SQL: &str =
+    "ALTER TABLE schedules ADD COLUMN origin TEXT NOT NULL DEFAULT 'assigned';";

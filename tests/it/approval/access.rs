@@ -74,6 +74,7 @@ async fn only_the_current_approvers_decide_and_never_the_requestor() -> anyhow::
                 ..Default::default()
             }],
             groups: vec![],
+            ..Default::default()
         })
         .await?;
     let disabled = decide(&h, "carol", &other.id, Decision::Approve)

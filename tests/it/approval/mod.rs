@@ -152,7 +152,11 @@ pub async fn directory(
         .collect();
     h.client(ServiceName::Assignment, &h.mfa_token(ADMIN))
         .assignment()
-        .upsert_principals(UpsertPrincipalsRequest { principals, groups })
+        .upsert_principals(UpsertPrincipalsRequest {
+            principals,
+            groups,
+            ..Default::default()
+        })
         .await?;
     Ok(())
 }

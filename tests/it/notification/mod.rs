@@ -112,7 +112,7 @@ pub async fn people(h: &Harness, ids: &[&str]) -> anyhow::Result<()> {
         .assignment()
         .upsert_principals(UpsertPrincipalsRequest {
             principals,
-            groups: vec![],
+            ..Default::default()
         })
         .await?;
     Ok(())

@@ -141,7 +141,7 @@ async fn an_assignment_reaches_the_assignee_and_the_admins_but_never_a_disabled_
                 enabled: false,
                 ..Default::default()
             }],
-            groups: vec![],
+            ..Default::default()
         })
         .await?;
     admin

@@ -43,6 +43,7 @@ async fn a_review_never_removes_the_last_global_administrator() -> anyhow::Resul
                 ..Default::default()
             }],
             groups: vec![],
+            ..Default::default()
         })
         .await?;
     advance(&h, 3 * DAY_MS);

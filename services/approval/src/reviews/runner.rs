@@ -8,16 +8,19 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use pim_config::ServiceName;
 use pim_proto::{
-    approval::v1::{ReviewChanged, ReviewDecision, ReviewInstance, ReviewReminder},
-    assignment::v1::AssignmentInternalServiceRemoveScheduleRequest,
+    approval::v1::{ReviewChanged, ReviewDecision, ReviewInstance, ReviewItem, ReviewReminder},
+    assignment::v1::{AssignmentInternalServiceRemoveScheduleRequest, RemoveSchedulesRequest},
     timestamp_from_millis,
 };
 use tonic::Code;
 
 use super::{Reviews, domain, store::enqueue};
 
-/// Denials applied concurrently: RemoveSchedule calls and their records.
-const APPLY_IN_FLIGHT: usize = 8;
+/// Denials removed per RemoveSchedules call: one assignment transaction and one revision each.
+const APPLY_BATCH: usize = 100;
+/// Batches in flight at once. Each locks the Global Administrator rows while it runs, so more
+/// would only queue in the assignment database.
+const APPLY_IN_FLIGHT: usize = 2;
 
 pub async fn run(reviews: Reviews, every: Duration) {
     let cancel = reviews.ctx.cancel.clone();
@@ -153,17 +156,16 @@ async fn complete_next(reviews: &Reviews) -> anyhow::Result<bool> {
         }
         let decision = domain::at_end(settings.default_decision(), item.recommendation());
         if decision != ReviewDecision::NotReviewed {
+            let decided = ReviewItem {
+                decision: decision.into(),
+                justification: "the review's default decision".to_owned(),
+                decided_by: String::new(),
+                decided_at: Some(timestamp_from_millis(now)),
+                ..item
+            };
             reviews
                 .store
-                .decide(
-                    &txn,
-                    &reviews.ctx.outbox,
-                    &item.id,
-                    decision,
-                    "the review's default decision",
-                    "",
-                    now,
-                )
+                .record_decision(&txn, &reviews.ctx.outbox, &decided, now)
                 .await?;
         }
     }
@@ -191,13 +193,13 @@ async fn complete_next(reviews: &Reviews) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Removes the denied assignments of completed auto-apply instances, a page at a time, a few
-/// in flight at once; returns how many were handled.
+/// Removes the denied assignments of completed auto-apply instances, a page at a time, in
+/// batches of one assignment transaction each; returns how many were handled.
 async fn apply_denials(reviews: &Reviews) -> anyhow::Result<usize> {
     let page = reviews.store.to_apply().await?;
     let handled = page.len();
-    let results = futures_util::stream::iter(page)
-        .map(|item| apply_one(reviews, item))
+    let results = futures_util::stream::iter(page.chunks(APPLY_BATCH).map(<[_]>::to_vec))
+        .map(|batch| apply_batch(reviews, batch))
         .buffer_unordered(APPLY_IN_FLIGHT)
         .collect::<Vec<anyhow::Result<()>>>()
         .await;
@@ -212,47 +214,51 @@ async fn apply_denials(reviews: &Reviews) -> anyhow::Result<usize> {
     Ok(handled)
 }
 
-/// Removes one denied assignment and records the outcome.
-async fn apply_one(
-    reviews: &Reviews,
-    item: pim_proto::approval::v1::ReviewItem,
-) -> anyhow::Result<()> {
+/// Removes a batch of denied assignments in one call and records each outcome. A removal the
+/// assignment service refuses (already gone, or the last Global Administrator) is recorded as
+/// not applied, with its reason.
+async fn apply_batch(reviews: &Reviews, items: Vec<ReviewItem>) -> anyhow::Result<()> {
     let assignment = reviews.ctx.peers.get(ServiceName::Assignment);
-    let remove = AssignmentInternalServiceRemoveScheduleRequest {
-        schedule_id: item.schedule_id.clone(),
-        decision_id: item.id.clone(),
-        justification: format!("access review: denied ({})", item.justification),
+    let request = RemoveSchedulesRequest {
+        removals: items
+            .iter()
+            .map(|item| AssignmentInternalServiceRemoveScheduleRequest {
+                schedule_id: item.schedule_id.clone(),
+                decision_id: item.id.clone(),
+                justification: format!("access review: denied ({})", item.justification),
+            })
+            .collect(),
     };
-    let removed = pim_client::retry_idempotent(|| {
+    let answer = pim_client::retry_idempotent(|| {
         let mut client = assignment.assignment_internal();
-        let remove = remove.clone();
-        async move { client.remove_schedule(remove).await }
+        let request = request.clone();
+        async move { client.remove_schedules(request).await }
     })
     .await;
-    let outbox = &reviews.ctx.outbox;
-    match removed {
-        Ok(_) => {
-            reviews
-                .store
-                .applied(outbox, &item.id, true, "removed")
-                .await?
-        }
+    let outcomes = match answer {
+        Ok(answer) => answer.into_inner().outcomes,
         Err(status) if status.code() == Code::Unavailable => {
             anyhow::bail!("the assignment service did not answer; applying resumes next tick")
         }
         Err(status) => {
-            let reason = crate::grpc::reason_of(&status);
-            let why = if reason.is_empty() {
-                status.message().to_owned()
+            anyhow::bail!("the assignment service refused a batch of removals: {status}")
+        }
+    };
+    let results: Vec<(String, bool, String)> = items
+        .iter()
+        .zip(outcomes)
+        .map(|(item, outcome)| {
+            if outcome.removed {
+                return (item.id.clone(), true, "removed".to_owned());
+            }
+            let why = if outcome.reason.is_empty() {
+                outcome.message
             } else {
-                reason
+                outcome.reason
             };
             tracing::warn!(item = %item.id, why, "a review denial was not applied");
-            reviews
-                .store
-                .applied(outbox, &item.id, false, &format!("not applied: {why}"))
-                .await?;
-        }
-    }
-    Ok(())
+            (item.id.clone(), false, format!("not applied: {why}"))
+        })
+        .collect();
+    reviews.store.applied(&reviews.ctx.outbox, &results).await
 }

@@ -559,7 +559,8 @@ impl ReviewStore {
         Ok(())
     }
 
-    /// Records a decision on an item and announces it, in `conn`'s transaction.
+    /// Records a decision on an item, with `approval.review_item_decided`; `None` when there is
+    /// no such item.
     #[allow(clippy::too_many_arguments)]
     pub async fn decide(
         &self,
@@ -571,21 +572,41 @@ impl ReviewStore {
         decided_by: &str,
         now_ms: i64,
     ) -> anyhow::Result<Option<ReviewItem>> {
+        let Some(current) = self.item(conn, item_id).await? else {
+            return Ok(None);
+        };
+        let decided = ReviewItem {
+            decision: decision.into(),
+            justification: justification.to_owned(),
+            decided_by: decided_by.to_owned(),
+            decided_at: Some(timestamp_from_millis(now_ms)),
+            ..current
+        };
+        self.record_decision(conn, outbox, &decided, now_ms).await?;
+        Ok(Some(decided))
+    }
+
+    /// Writes `decided`, an item as read with its new decision, and announces it. Callers that
+    /// hold the items already (the default decisions at an instance's end) skip the re-read.
+    pub async fn record_decision(
+        &self,
+        conn: &impl ConnectionTrait,
+        outbox: &Outbox,
+        decided: &ReviewItem,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
         conn.execute_raw(stmt(
             conn,
             "UPDATE review_items SET decision = $1, justification = $2, decided_by = $3, decided_at_ms = $4 WHERE id = $5",
             [
-                (decision as i32).into(),
-                justification.into(),
-                decided_by.into(),
+                decided.decision.into(),
+                decided.justification.clone().into(),
+                decided.decided_by.clone().into(),
                 now_ms.into(),
-                item_id.into(),
+                decided.id.clone().into(),
             ],
         ))
         .await?;
-        let Some(decided) = self.item(conn, item_id).await? else {
-            return Ok(None);
-        };
         let payload = pim_proto::pack(&ReviewItemChanged {
             item: Some(decided.clone()),
         });
@@ -593,12 +614,11 @@ impl ReviewStore {
             conn,
             outbox,
             "approval.review_item_decided",
-            item_id,
-            decided_by,
+            &decided.id,
+            &decided.decided_by,
             payload,
         )
-        .await?;
-        Ok(Some(decided))
+        .await
     }
 
     /// Denied items of instances being applied, not yet applied.
@@ -615,39 +635,39 @@ impl ReviewStore {
         rows.iter().map(item).collect()
     }
 
-    /// Records the outcome of applying a denial, with `approval.review_decision_applied` when
-    /// the assignment was removed.
+    /// Records the outcomes of applying denials `(item, removed, result)`, in one transaction,
+    /// with `approval.review_decision_applied` for each assignment that was removed.
     pub async fn applied(
         &self,
         outbox: &Outbox,
-        item_id: &str,
-        removed: bool,
-        result: &str,
+        outcomes: &[(String, bool, String)],
     ) -> anyhow::Result<()> {
         let txn = self.db.begin().await?;
-        let recorded = txn
-            .execute_raw(stmt(
-            &txn,
-            "UPDATE review_items SET applied = $1, apply_result = $2 WHERE id = $3 AND apply_result = ''",
-            [removed.into(), result.into(), item_id.into()],
-        ))
-        .await?
-            .rows_affected();
-        // Only the replica that recorded it announces it.
-        if removed
-            && recorded == 1
-            && let Some(item) = self.item(&txn, item_id).await?
-        {
-            let payload = pim_proto::pack(&ReviewItemChanged { item: Some(item) });
-            enqueue(
-                &txn,
-                outbox,
-                "approval.review_decision_applied",
-                item_id,
-                "",
-                payload,
-            )
-            .await?;
+        for (item_id, removed, result) in outcomes {
+            let recorded = txn
+                .execute_raw(stmt(
+                    &txn,
+                    "UPDATE review_items SET applied = $1, apply_result = $2 WHERE id = $3 AND apply_result = ''",
+                    [(*removed).into(), result.clone().into(), item_id.clone().into()],
+                ))
+                .await?
+                .rows_affected();
+            // Only the replica that recorded it announces it.
+            if *removed
+                && recorded == 1
+                && let Some(item) = self.item(&txn, item_id).await?
+            {
+                let payload = pim_proto::pack(&ReviewItemChanged { item: Some(item) });
+                enqueue(
+                    &txn,
+                    outbox,
+                    "approval.review_decision_applied",
+                    item_id,
+                    "",
+                    payload,
+                )
+                .await?;
+            }
         }
         txn.commit().await?;
         Ok(())

@@ -3,14 +3,14 @@
 
 use pim_grpc::{Violations, caller};
 use pim_proto::assignment::v1::{
-    GetPrincipalRequest, GetPrincipalResponse, ListGroupMembersRequest, ListGroupMembersResponse,
-    ListGroupsOfRequest, ListGroupsOfResponse, PrincipalType, UpsertPrincipalsRequest,
-    UpsertPrincipalsResponse,
+    DiscoveredAssignment, GetPrincipalRequest, GetPrincipalResponse, ListGroupMembersRequest,
+    ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse, PrincipalType,
+    UpsertPrincipalsRequest, UpsertPrincipalsResponse,
 };
 use tonic::{Request, Response, Status};
 
-use super::{AssignmentApi, invalid};
-use crate::error::AssignmentError;
+use super::{AssignmentApi, invalid, parse_scope};
+use crate::{error::AssignmentError, store::DirectorySync};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -58,18 +58,56 @@ impl AssignmentApi {
                 );
             }
         }
+        if req.discovered_assignments.len() > MAX_BATCH {
+            v.add(
+                "discovered_assignments",
+                format!("a batch holds at most {MAX_BATCH} discovered assignments"),
+            );
+        }
+        let mut discovered = Vec::with_capacity(req.discovered_assignments.len());
+        for (i, d) in req.discovered_assignments.iter().enumerate() {
+            let field = format!("discovered_assignments[{i}]");
+            v.require(&format!("{field}.principal_id"), &d.principal_id);
+            v.require(&format!("{field}.role_id"), &d.role_id);
+            if let Some(scope) = parse_scope(&d.scope, &format!("{field}.scope"), &mut v) {
+                discovered.push(DiscoveredAssignment {
+                    scope: scope.to_string(),
+                    ..d.clone()
+                });
+            }
+        }
         invalid(v)?;
         self.require_admin_at_root(
             &caller,
             "/pim.assignment.v1.AssignmentService/UpsertPrincipals",
         )
         .await?;
+        // The whole batch is refused when one discovered assignment names an unknown role.
+        let mut v = Violations::default();
+        for (i, d) in discovered.iter().enumerate() {
+            if self
+                .store
+                .role(&d.role_id)
+                .await
+                .map_err(AssignmentError::from)?
+                .is_none()
+            {
+                v.add(
+                    &format!("discovered_assignments[{i}].role_id"),
+                    format!("no role {}", d.role_id),
+                );
+            }
+        }
+        invalid(v)?;
         let change = self
             .store
             .upsert_directory(
                 &self.ctx.outbox,
-                &req.principals,
-                &req.groups,
+                DirectorySync {
+                    principals: &req.principals,
+                    groups: &req.groups,
+                    discovered: &discovered,
+                },
                 &self.ctx.settings.break_glass_principals,
                 &caller.subject,
                 self.ctx.clock.now_millis(),
@@ -83,6 +121,7 @@ impl AssignmentApi {
             unchanged: change.unchanged,
             memberships_changed: change.memberships_changed,
             revision: change.revision,
+            discovered: change.discovered,
         }))
     }
 

@@ -10,6 +10,7 @@ use pim_proto::{
         AssignmentState, EffectiveAssignment, ListEffectiveAssignmentsRequest,
         ListEffectiveAssignmentsResponse, ListRoleHoldersRequest, ListRoleHoldersResponse,
         ListSchedulesRequest, ListSchedulesResponse, MemberType, RoleHolder, ScheduleKind,
+        ScheduleOrigin,
     },
     timestamp_from_millis,
 };
@@ -166,6 +167,7 @@ impl AssignmentApi {
                     schedule.principal_id.clone()
                 },
                 source: format!("schedule:{}", schedule.id),
+                origin: schedule.origin,
                 until: schedule.end_time,
             });
         }
@@ -191,6 +193,7 @@ impl AssignmentApi {
                     group_id: String::new(),
                     source: via,
                     until: until_ms.map(timestamp_from_millis),
+                    origin: ScheduleOrigin::Activated.into(),
                 });
             }
         }

@@ -1,12 +1,13 @@
 //! Handlers of the internal commands peers send on a decision: revoking a window (activation),
-//! removing a schedule (approval's reviews, audit's alert remediation) and converting one
+//! removing schedules, one or a batch (approval's reviews, audit's alert remediation) and converting one
 //! (audit). The allow-list admits only those services; each call's decision id is recorded.
 
 use pim_grpc::{Violations, caller};
 use pim_proto::assignment::v1::{
     AssignmentInternalServiceRemoveScheduleRequest,
     AssignmentInternalServiceRemoveScheduleResponse, ConvertScheduleRequest,
-    ConvertScheduleResponse, RevokeWindowRequest, RevokeWindowResponse, ScheduleKind,
+    ConvertScheduleResponse, RemoveSchedulesRequest, RemoveSchedulesResponse, RevokeWindowRequest,
+    RevokeWindowResponse, ScheduleKind,
 };
 use tonic::{Request, Response, Status};
 
@@ -91,6 +92,7 @@ impl AssignmentApi {
                 &caller.subject,
                 &req.decision_id,
                 self.ctx.clock.now_millis(),
+                true,
             )
             .await?;
         self.ctx.outbox.wake();
@@ -99,4 +101,36 @@ impl AssignmentApi {
             revision,
         }))
     }
+
+    pub(super) async fn handle_remove_schedules(
+        &self,
+        request: Request<RemoveSchedulesRequest>,
+    ) -> Reply<RemoveSchedulesResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        if req.removals.len() > MAX_REMOVALS {
+            v.add(
+                "removals",
+                format!("a batch holds at most {MAX_REMOVALS} removals"),
+            );
+        }
+        for (i, r) in req.removals.iter().enumerate() {
+            v.require(&format!("removals[{i}].schedule_id"), &r.schedule_id);
+            v.require(&format!("removals[{i}].decision_id"), &r.decision_id);
+        }
+        invalid(v)?;
+        let (outcomes, revision) = self
+            .store
+            .remove_schedules(&self.ctx.outbox, &req.removals, &caller.subject)
+            .await?;
+        self.ctx.outbox.wake();
+        Ok(Response::new(RemoveSchedulesResponse {
+            outcomes,
+            revision,
+        }))
+    }
 }
+
+/// The most removals one `RemoveSchedules` call carries: a review's denials go in pages.
+const MAX_REMOVALS: usize = 500;

@@ -21,19 +21,22 @@ use pim_proto::assignment::v1::{
 use pim_proto::{
     assignment::v1::{
         AssignmentInternalServiceRemoveScheduleRequest,
-        AssignmentInternalServiceRemoveScheduleResponse, CheckAccessRequest, CheckAccessResponse,
+        AssignmentInternalServiceRemoveScheduleResponse, AssignmentServiceConvertScheduleRequest,
+        AssignmentServiceConvertScheduleResponse, CheckAccessRequest, CheckAccessResponse,
         CheckEligibilityRequest, CheckEligibilityResponse, ConvertScheduleRequest,
         ConvertScheduleResponse, CreateActiveScheduleRequest, CreateActiveScheduleResponse,
         CreateEligibilityScheduleRequest, CreateEligibilityScheduleResponse, CreateRoleRequest,
-        CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, GetEffectivePolicyRequest,
-        GetEffectivePolicyResponse, GetPolicyRequest, GetPolicyResponse, GetPrincipalRequest,
-        GetPrincipalResponse, GetRoleRequest, GetRoleResponse, ListEffectiveAssignmentsRequest,
-        ListEffectiveAssignmentsResponse, ListGroupMembersRequest, ListGroupMembersResponse,
-        ListGroupsOfRequest, ListGroupsOfResponse, ListRoleHoldersRequest, ListRoleHoldersResponse,
-        ListRolesRequest, ListRolesResponse, ListSchedulesRequest, ListSchedulesResponse,
-        ProvisionWindowRequest, ProvisionWindowResponse, RemoveScheduleRequest,
-        RemoveScheduleResponse, RevokeWindowRequest, RevokeWindowResponse, ScheduleKind,
-        SetPolicyRequest, SetPolicyResponse, UpdateRoleRequest, UpdateRoleResponse,
+        CreateRoleResponse, DeleteRoleRequest, DeleteRoleResponse, ExportPoliciesRequest,
+        ExportPoliciesResponse, GetEffectivePolicyRequest, GetEffectivePolicyResponse,
+        GetPolicyRequest, GetPolicyResponse, GetPrincipalRequest, GetPrincipalResponse,
+        GetRoleRequest, GetRoleResponse, ImportPoliciesRequest, ImportPoliciesResponse,
+        ListEffectiveAssignmentsRequest, ListEffectiveAssignmentsResponse, ListGroupMembersRequest,
+        ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse,
+        ListRoleHoldersRequest, ListRoleHoldersResponse, ListRolesRequest, ListRolesResponse,
+        ListSchedulesRequest, ListSchedulesResponse, ProvisionWindowRequest,
+        ProvisionWindowResponse, RemoveScheduleRequest, RemoveScheduleResponse,
+        RemoveSchedulesRequest, RemoveSchedulesResponse, RevokeWindowRequest, RevokeWindowResponse,
+        ScheduleKind, SetPolicyRequest, SetPolicyResponse, UpdateRoleRequest, UpdateRoleResponse,
         UpsertPrincipalsRequest, UpsertPrincipalsResponse,
         assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
@@ -285,6 +288,20 @@ impl AssignmentService for AssignmentApi {
         self.handle_get_policy(request).await
     }
 
+    async fn export_policies(
+        &self,
+        request: Request<ExportPoliciesRequest>,
+    ) -> std::result::Result<Response<ExportPoliciesResponse>, Status> {
+        self.handle_export_policies(request).await
+    }
+
+    async fn import_policies(
+        &self,
+        request: Request<ImportPoliciesRequest>,
+    ) -> std::result::Result<Response<ImportPoliciesResponse>, Status> {
+        self.handle_import_policies(request).await
+    }
+
     async fn set_policy(
         &self,
         request: Request<SetPolicyRequest>,
@@ -410,6 +427,13 @@ impl AssignmentService for AssignmentApi {
         self.handle_remove_schedule(request).await
     }
 
+    async fn convert_schedule(
+        &self,
+        request: Request<AssignmentServiceConvertScheduleRequest>,
+    ) -> std::result::Result<Response<AssignmentServiceConvertScheduleResponse>, Status> {
+        self.handle_convert_schedule_by_admin(request).await
+    }
+
     async fn check_eligibility(
         &self,
         request: Request<CheckEligibilityRequest>,
@@ -530,6 +554,13 @@ impl AssignmentInternalService for AssignmentApi {
     ) -> std::result::Result<Response<AssignmentInternalServiceRemoveScheduleResponse>, Status>
     {
         self.handle_internal_remove_schedule(request).await
+    }
+
+    async fn remove_schedules(
+        &self,
+        request: Request<RemoveSchedulesRequest>,
+    ) -> std::result::Result<Response<RemoveSchedulesResponse>, Status> {
+        self.handle_remove_schedules(request).await
     }
 
     async fn convert_schedule(

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 
 use pim_grpc::{ApiError, caller};
 use pim_proto::assignment::v1::{
-    GetEffectivePolicyRequest, GetEffectivePolicyResponse, GetPolicyRequest, GetPolicyResponse,
-    PolicyRules, SetPolicyRequest, SetPolicyResponse, approver::Subject,
+    ExportPoliciesRequest, ExportPoliciesResponse, GetEffectivePolicyRequest,
+    GetEffectivePolicyResponse, GetPolicyRequest, GetPolicyResponse, ImportPoliciesRequest,
+    ImportPoliciesResponse, PolicyDocument, PolicyEntry, PolicyRules, SetPolicyRequest,
+    SetPolicyResponse, approver::Subject,
 };
 use tonic::{Request, Response, Status};
 
@@ -108,6 +110,121 @@ impl AssignmentApi {
         self.ctx.outbox.wake();
         Ok(Response::new(SetPolicyResponse {
             policy: Some(policy),
+        }))
+    }
+
+    pub(super) async fn handle_export_policies(
+        &self,
+        request: Request<ExportPoliciesRequest>,
+    ) -> Reply<ExportPoliciesResponse> {
+        let caller = caller(&request)?;
+        // Readers at `/`, Privileged Role Administrators at `/`, and PIM's services.
+        self.require_directory_reader(&caller, "").await?;
+        let (policies, revision) = self
+            .store
+            .all_policies()
+            .await
+            .map_err(AssignmentError::from)?;
+        let policies = policies
+            .into_iter()
+            .map(|p| PolicyEntry {
+                role_id: p.role_id,
+                scope: p.scope,
+                rules: p.rules,
+            })
+            .collect();
+        Ok(Response::new(ExportPoliciesResponse {
+            document: Some(PolicyDocument { policies }),
+            revision,
+        }))
+    }
+
+    /// Validates the whole document first (every entry as SetPolicy would, no (role, scope)
+    /// twice, roles that exist), then the caller's rights at every scope it names, and only
+    /// then writes, in one transaction.
+    pub(super) async fn handle_import_policies(
+        &self,
+        request: Request<ImportPoliciesRequest>,
+    ) -> Reply<ImportPoliciesResponse> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let entries = req.document.unwrap_or_default().policies;
+        let mut violations = Vec::new();
+        let mut scopes = Vec::with_capacity(entries.len());
+        let mut normalized = Vec::with_capacity(entries.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("document.policies[{i}]");
+            if entry.role_id.is_empty() {
+                violations.push((format!("{at}.role_id"), "is required".to_owned()));
+            } else if self
+                .store
+                .role(&entry.role_id)
+                .await
+                .map_err(AssignmentError::from)?
+                .is_none()
+            {
+                violations.push((
+                    format!("{at}.role_id"),
+                    format!("no role {}", entry.role_id),
+                ));
+            }
+            let scope = match Scope::parse(&entry.scope) {
+                Ok(scope) => scope,
+                Err(problem) => {
+                    violations.push((format!("{at}.scope"), problem.to_string()));
+                    continue;
+                }
+            };
+            if !seen.insert((entry.role_id.clone(), scope.to_string())) {
+                violations.push((
+                    format!("{at}"),
+                    format!("{} at {scope} is named twice", entry.role_id),
+                ));
+            }
+            let rules = entry.rules.clone().unwrap_or_default();
+            let members = self.members_of_named_groups(&rules).await?;
+            violations.extend(
+                policy::validate(&rules, &|group: &str| {
+                    members.get(group).cloned().unwrap_or_default()
+                })
+                .into_iter()
+                .map(|(field, problem)| (format!("{at}.rules.{field}"), problem)),
+            );
+            normalized.push(PolicyEntry {
+                scope: scope.to_string(),
+                rules: Some(rules),
+                ..entry.clone()
+            });
+            scopes.push(scope);
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations).into());
+        }
+        for scope in &scopes {
+            self.require_admin_at(
+                &caller,
+                scope,
+                "/pim.assignment.v1.AssignmentService/ImportPolicies",
+            )
+            .await?;
+        }
+        let (changed, unchanged, revision) = self
+            .store
+            .import_policies(
+                &self.ctx.outbox,
+                &normalized,
+                &caller.subject,
+                self.ctx.clock.now_millis(),
+                !req.validate_only,
+            )
+            .await
+            .map_err(AssignmentError::from)?;
+        self.ctx.outbox.wake();
+        Ok(Response::new(ImportPoliciesResponse {
+            changed,
+            unchanged,
+            revision,
         }))
     }
 

@@ -6,7 +6,9 @@ use pim_grpc::{Violations, caller};
 use pim_proto::{
     Timestamp,
     assignment::v1::{
+        AssignmentServiceConvertScheduleRequest, AssignmentServiceConvertScheduleResponse,
         PrincipalType, RemoveScheduleRequest, RemoveScheduleResponse, Schedule, ScheduleKind,
+        ScheduleOrigin,
     },
     millis_from_timestamp,
 };
@@ -138,6 +140,7 @@ impl AssignmentApi {
             request_key: (!order.request_id.is_empty())
                 .then(|| format!("{}/{}", caller.subject, order.request_id)),
             justification: order.justification,
+            origin: ScheduleOrigin::Assigned,
         };
         let created = self
             .store
@@ -184,5 +187,80 @@ impl AssignmentApi {
             .await?;
         self.ctx.outbox.wake();
         Ok(Response::new(RemoveScheduleResponse { revision }))
+    }
+
+    /// adminUpdate of a schedule's kind: the admin policy of the target kind applies to the
+    /// schedule's window, and a service principal stays active only.
+    pub(super) async fn handle_convert_schedule_by_admin(
+        &self,
+        request: Request<AssignmentServiceConvertScheduleRequest>,
+    ) -> std::result::Result<Response<AssignmentServiceConvertScheduleResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.require("schedule_id", &req.schedule_id);
+        if req.target_kind() == ScheduleKind::Unspecified {
+            v.add("target_kind", "must be ELIGIBLE or ACTIVE");
+        }
+        if req.justification.len() > 500 {
+            v.add("justification", "must be at most 500 characters");
+        }
+        invalid(v)?;
+        let schedule = self.store.schedule_by_id(&req.schedule_id).await?;
+        let scope = Scope::parse(&schedule.scope)
+            .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
+        self.require_admin_at(
+            &caller,
+            &scope,
+            "/pim.assignment.v1.AssignmentService/ConvertSchedule",
+        )
+        .await?;
+        let target = req.target_kind();
+        if target == ScheduleKind::Eligible
+            && self
+                .store
+                .principal(&schedule.principal_id)
+                .await
+                .map_err(AssignmentError::from)?
+                .is_some_and(|p| p.r#type() == PrincipalType::ServicePrincipal)
+        {
+            return Err(AssignmentError::Refused {
+                reason: "SERVICE_PRINCIPAL_ACTIVE_ONLY",
+                message: "a service principal may hold active assignments only, not eligibility"
+                    .into(),
+            }
+            .into());
+        }
+        let effective = self.effective_policy(&schedule.role_id, &scope).await?;
+        policy::check_admin_schedule(
+            &effective.rules.unwrap_or_default(),
+            target == ScheduleKind::Active,
+            schedule
+                .start_time
+                .as_ref()
+                .map(millis_from_timestamp)
+                .unwrap_or(0),
+            schedule.end_time.as_ref().map(millis_from_timestamp),
+            &req.justification,
+            caller.did_mfa(),
+        )
+        .map_err(AssignmentError::Policy)?;
+        let (schedule, revision) = self
+            .store
+            .convert_schedule(
+                &self.ctx.outbox,
+                &req.schedule_id,
+                target,
+                &caller.subject,
+                "",
+                self.ctx.clock.now_millis(),
+                !req.validate_only,
+            )
+            .await?;
+        self.ctx.outbox.wake();
+        Ok(Response::new(AssignmentServiceConvertScheduleResponse {
+            schedule: Some(schedule),
+            revision,
+        }))
     }
 }

@@ -5,11 +5,15 @@ use std::collections::BTreeSet;
 use pim_db::stmt;
 use pim_events::{NewEvent, Outbox};
 use pim_proto::assignment::v1::{
-    GroupMembers, MembershipChanged, Principal, PrincipalDisabled, PrincipalType, PrincipalUpserted,
+    DiscoveredAssignment, GroupMembers, MembershipChanged, Principal, PrincipalDisabled,
+    PrincipalType, PrincipalUpserted, ScheduleKind, ScheduleOrigin,
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, bump_revision, current_revision};
+use super::{
+    NewSchedule, Store, bump_revision, current_revision,
+    schedules::{insert_schedule, live_duplicate},
+};
 use pim_db::placeholders;
 
 /// What a sync changed.
@@ -19,7 +23,15 @@ pub struct DirectoryChange {
     pub updated: i32,
     pub unchanged: i32,
     pub memberships_changed: i32,
+    pub discovered: i32,
     pub revision: i64,
+}
+
+/// One sync batch, as the identity provider reports it.
+pub struct DirectorySync<'a> {
+    pub principals: &'a [Principal],
+    pub groups: &'a [GroupMembers],
+    pub discovered: &'a [DiscoveredAssignment],
 }
 
 /// Who a principal acts as: itself and its enabled groups. `None` when it is disabled.
@@ -132,14 +144,14 @@ impl Store {
     }
 
     /// Applies a sync batch in one transaction: principals created or changed, group members
-    /// replaced. Break-glass flags come from configuration, never from the batch. Disabling
-    /// the last enabled permanent Global Administrator is applied, because the identity provider
-    /// is the truth, and announced as a high-severity security fact.
+    /// replaced, standing assignments discovered. Break-glass flags come from configuration,
+    /// never from the batch. Disabling the last enabled permanent Global Administrator is
+    /// applied, because the identity provider is the truth, and announced as a high-severity
+    /// security fact.
     pub async fn upsert_directory(
         &self,
         outbox: &Outbox,
-        principals: &[Principal],
-        groups: &[GroupMembers],
+        sync: DirectorySync<'_>,
         break_glass: &[String],
         actor: &str,
         now_ms: i64,
@@ -147,7 +159,7 @@ impl Store {
         let txn = self.db.begin().await?;
         let mut change = DirectoryChange::default();
         let mut disabled = Vec::new();
-        for incoming in principals {
+        for incoming in sync.principals {
             let desired = Principal {
                 break_glass: break_glass.contains(&incoming.id),
                 ..incoming.clone()
@@ -206,8 +218,11 @@ impl Store {
                 disabled.push(desired);
             }
         }
-        for group in groups {
+        for group in sync.groups {
             change.memberships_changed += self.replace_members(&txn, outbox, group, actor).await?;
+        }
+        for found in sync.discovered {
+            change.discovered += discover(&txn, outbox, found, actor, now_ms).await?;
         }
         let last_global_admin_gone =
             !disabled.is_empty() && enabled_permanent_global_admins(&txn).await? == 0;
@@ -231,11 +246,13 @@ impl Store {
                 )
                 .await?;
         }
-        change.revision = if change.created + change.updated + change.memberships_changed > 0 {
-            bump_revision(&txn).await?
-        } else {
-            current_revision(&txn).await?
-        };
+        change.revision =
+            if change.created + change.updated + change.memberships_changed + change.discovered > 0
+            {
+                bump_revision(&txn).await?
+            } else {
+                current_revision(&txn).await?
+            };
         txn.commit().await?;
         Ok(change)
     }
@@ -304,6 +321,44 @@ impl Store {
             .await?;
         Ok(1)
     }
+}
+
+/// Records a standing assignment the sync found as a permanent active schedule of origin
+/// `Discovered`, unless PIM already knows an active one for the same principal, role and scope.
+/// Returns 1 when it was new.
+async fn discover(
+    txn: &impl ConnectionTrait,
+    outbox: &Outbox,
+    found: &DiscoveredAssignment,
+    actor: &str,
+    now_ms: i64,
+) -> anyhow::Result<i32> {
+    let known = live_duplicate(
+        txn,
+        &found.principal_id,
+        &found.role_id,
+        &found.scope,
+        ScheduleKind::Active,
+        now_ms,
+    )
+    .await?;
+    if known.is_some() {
+        return Ok(0);
+    }
+    let new = NewSchedule {
+        kind: ScheduleKind::Active,
+        principal_id: found.principal_id.clone(),
+        role_id: found.role_id.clone(),
+        scope: found.scope.clone(),
+        start_ms: now_ms,
+        end_ms: None,
+        created_by: actor.to_owned(),
+        request_key: None,
+        justification: "discovered by the directory sync: standing access outside PIM".to_owned(),
+        origin: ScheduleOrigin::Discovered,
+    };
+    insert_schedule(txn, outbox, new, now_ms, "").await?;
+    Ok(1)
 }
 
 /// Enabled principals holding permanent, active Global Administrator at `/` directly. A

@@ -7,6 +7,7 @@ mod policies;
 mod roles;
 mod schedules;
 
+pub use directory::DirectorySync;
 use pim_db::stmt;
 pub use schedules::{NewSchedule, NewWindow, ScopeFilter};
 use sea_orm::{ConnectionTrait, DatabaseConnection};

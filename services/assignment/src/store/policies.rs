@@ -3,13 +3,13 @@
 use pim_db::stmt;
 use pim_events::{NewEvent, Outbox};
 use pim_proto::{
-    assignment::v1::{PolicyRules, PolicyUpdated, RoleManagementPolicy},
+    assignment::v1::{PolicyEntry, PolicyRules, PolicyUpdated, RoleManagementPolicy},
     timestamp_from_millis,
 };
 use prost::Message as _;
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, bump_revision};
+use super::{Store, bump_revision, current_revision};
 use crate::{domain::policy::Layer, error::AssignmentError};
 
 fn policy(row: &QueryResult) -> anyhow::Result<RoleManagementPolicy> {
@@ -101,36 +101,122 @@ impl Store {
             return Ok(policy);
         }
         policy.version = bump_revision(&txn).await?;
-        txn.execute_raw(stmt(
-            &txn,
-            "INSERT INTO policies (role_id, scope, version, rules, updated_by, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (role_id, scope) DO UPDATE SET version = excluded.version, rules = excluded.rules, \
-             updated_by = excluded.updated_by, updated_at_ms = excluded.updated_at_ms",
-            [
-                role.into(),
-                scope.into(),
-                policy.version.into(),
-                policy.rules.clone().unwrap_or_default().encode_to_vec().into(),
-                actor.into(),
-                now_ms.into(),
-            ],
-        ))
-        .await?;
-        let payload = PolicyUpdated {
-            policy: Some(policy.clone()),
-        };
-        outbox
-            .enqueue(
-                &txn,
-                NewEvent::new(
-                    "assignment.policy_updated",
-                    format!("{role}@{scope}"),
-                    pim_proto::pack(&payload),
-                )
-                .by(actor),
-            )
-            .await?;
+        write_policy(&txn, outbox, &policy).await?;
         txn.commit().await?;
         Ok(policy)
     }
+
+    /// Every policy set at any scope, ordered by role and scope, and the revision read at.
+    pub async fn all_policies(&self) -> anyhow::Result<(Vec<RoleManagementPolicy>, i64)> {
+        let txn = self.db.begin().await?;
+        let rows = txn
+            .query_all_raw(stmt(
+                &txn,
+                "SELECT * FROM policies ORDER BY role_id, scope",
+                [],
+            ))
+            .await?;
+        let revision = current_revision(&txn).await?;
+        txn.commit().await?;
+        Ok((
+            rows.iter().map(policy).collect::<anyhow::Result<_>>()?,
+            revision,
+        ))
+    }
+
+    /// Sets every entry whose rules differ from what is stored, in one transaction under one
+    /// revision, which becomes each changed policy's version. With `write` false it only
+    /// counts. Returns (changed, unchanged, revision).
+    pub async fn import_policies(
+        &self,
+        outbox: &Outbox,
+        entries: &[PolicyEntry],
+        actor: &str,
+        now_ms: i64,
+        write: bool,
+    ) -> anyhow::Result<(i32, i32, i64)> {
+        let txn = self.db.begin().await?;
+        let mut changed = Vec::new();
+        let mut unchanged = 0;
+        for entry in entries {
+            let current = txn
+                .query_one_raw(stmt(
+                    &txn,
+                    "SELECT rules FROM policies WHERE role_id = $1 AND scope = $2",
+                    [entry.role_id.clone().into(), entry.scope.clone().into()],
+                ))
+                .await?
+                .map(|row| row.try_get::<Vec<u8>>("", "rules"))
+                .transpose()?
+                .map(|bytes| PolicyRules::decode(bytes.as_slice()))
+                .transpose()?;
+            if current.as_ref() == entry.rules.as_ref() {
+                unchanged += 1;
+            } else {
+                changed.push(entry);
+            }
+        }
+        let count = i32::try_from(changed.len()).unwrap_or(i32::MAX);
+        if !write || changed.is_empty() {
+            let revision = current_revision(&txn).await?;
+            return Ok((count, unchanged, revision));
+        }
+        let revision = bump_revision(&txn).await?;
+        for entry in changed {
+            let policy = RoleManagementPolicy {
+                role_id: entry.role_id.clone(),
+                scope: entry.scope.clone(),
+                version: revision,
+                rules: entry.rules.clone(),
+                updated_by: actor.to_owned(),
+                updated_at: Some(timestamp_from_millis(now_ms)),
+            };
+            write_policy(&txn, outbox, &policy).await?;
+        }
+        txn.commit().await?;
+        Ok((count, unchanged, revision))
+    }
+}
+
+/// Upserts `policy` and announces it with `assignment.policy_updated`, in `txn`.
+async fn write_policy(
+    txn: &impl ConnectionTrait,
+    outbox: &Outbox,
+    policy: &RoleManagementPolicy,
+) -> anyhow::Result<()> {
+    txn.execute_raw(stmt(
+        txn,
+        "INSERT INTO policies (role_id, scope, version, rules, updated_by, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (role_id, scope) DO UPDATE SET version = excluded.version, rules = excluded.rules, \
+         updated_by = excluded.updated_by, updated_at_ms = excluded.updated_at_ms",
+        [
+            policy.role_id.clone().into(),
+            policy.scope.clone().into(),
+            policy.version.into(),
+            policy.rules.clone().unwrap_or_default().encode_to_vec().into(),
+            policy.updated_by.clone().into(),
+            policy
+                .updated_at
+                .as_ref()
+                .map(pim_proto::millis_from_timestamp)
+                .unwrap_or_default()
+                .into(),
+        ],
+    ))
+    .await?;
+    let payload = PolicyUpdated {
+        policy: Some(policy.clone()),
+    };
+    outbox
+        .enqueue(
+            txn,
+            NewEvent::new(
+                "assignment.policy_updated",
+                format!("{}@{}", policy.role_id, policy.scope),
+                pim_proto::pack(&payload),
+            )
+            .by(&policy.updated_by),
+        )
+        .await?;
+    Ok(())
 }

@@ -4,14 +4,15 @@ use pim_db::stmt;
 use pim_events::{NewEvent, Outbox};
 use pim_proto::{
     assignment::v1::{
-        Schedule, ScheduleChanged, ScheduleConverted, ScheduleCreated, ScheduleKind,
+        AssignmentInternalServiceRemoveScheduleRequest as Removal, RemovalOutcome, Schedule,
+        ScheduleChanged, ScheduleConverted, ScheduleCreated, ScheduleKind, ScheduleOrigin,
         ScheduleRemoved, Window, WindowProvisioned, WindowRevoked,
     },
     timestamp_from_millis,
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 
-use super::{Store, commit_with_event, current_revision};
+use super::{Store, bump_revision, commit_with_event, current_revision};
 use pim_db::placeholders;
 
 use crate::{
@@ -31,6 +32,7 @@ pub struct NewSchedule {
     /// `<caller>/<client request id>`, for idempotent creates.
     pub request_key: Option<String>,
     pub justification: String,
+    pub origin: ScheduleOrigin,
 }
 
 /// Which scopes a listing of schedules covers.
@@ -60,6 +62,113 @@ fn kind_text(kind: ScheduleKind) -> &'static str {
     match kind {
         ScheduleKind::Active => "active",
         _ => "eligible",
+    }
+}
+
+fn origin_text(origin: ScheduleOrigin) -> &'static str {
+    match origin {
+        ScheduleOrigin::Discovered => "discovered",
+        ScheduleOrigin::Activated => "activated",
+        _ => "assigned",
+    }
+}
+
+fn origin_of(text: &str) -> ScheduleOrigin {
+    match text {
+        "discovered" => ScheduleOrigin::Discovered,
+        "activated" => ScheduleOrigin::Activated,
+        _ => ScheduleOrigin::Assigned,
+    }
+}
+
+/// The id of a live schedule of this principal, role, scope and kind, if there is one.
+pub(super) async fn live_duplicate(
+    conn: &impl ConnectionTrait,
+    principal: &str,
+    role: &str,
+    scope: &str,
+    kind: ScheduleKind,
+    now_ms: i64,
+) -> anyhow::Result<Option<String>> {
+    let row = conn
+        .query_one_raw(stmt(
+            conn,
+            "SELECT id FROM schedules WHERE principal_id = $1 AND role_id = $2 AND scope = $3 AND kind = $4 \
+             AND (end_ms IS NULL OR end_ms > $5)",
+            [
+                principal.into(),
+                role.into(),
+                scope.into(),
+                kind_text(kind).into(),
+                now_ms.into(),
+            ],
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get::<String>("", "id")).transpose()?)
+}
+
+/// Writes a new schedule and its `assignment.schedule_created` event into `txn`; the caller
+/// commits.
+pub(super) async fn insert_schedule(
+    txn: &impl ConnectionTrait,
+    outbox: &Outbox,
+    new: NewSchedule,
+    now_ms: i64,
+    correlation: &str,
+) -> anyhow::Result<Schedule> {
+    let id = uuid::Uuid::now_v7().to_string();
+    txn.execute_raw(stmt(
+        txn,
+        "INSERT INTO schedules (id, kind, principal_id, role_id, scope, start_ms, end_ms, created_by, request_key, created_at_ms, origin) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        [
+            id.clone().into(),
+            kind_text(new.kind).into(),
+            new.principal_id.clone().into(),
+            new.role_id.clone().into(),
+            new.scope.clone().into(),
+            new.start_ms.into(),
+            new.end_ms.into(),
+            new.created_by.clone().into(),
+            new.request_key.clone().into(),
+            now_ms.into(),
+            origin_text(new.origin).into(),
+        ],
+    ))
+    .await?;
+    let schedule = Schedule {
+        id,
+        ..unsaved(&new)
+    };
+    let payload = ScheduleCreated {
+        schedule: Some(schedule.clone()),
+        justification: new.justification,
+    };
+    let mut event = NewEvent::new(
+        "assignment.schedule_created",
+        schedule.id.clone(),
+        pim_proto::pack(&payload),
+    )
+    .correlated(correlation);
+    if !new.created_by.is_empty() {
+        event = event.by(&new.created_by);
+    }
+    outbox.enqueue(txn, event).await?;
+    Ok(schedule)
+}
+
+/// The schedule `new` describes, before it has an id.
+fn unsaved(new: &NewSchedule) -> Schedule {
+    Schedule {
+        id: String::new(),
+        kind: new.kind.into(),
+        principal_id: new.principal_id.clone(),
+        role_id: new.role_id.clone(),
+        scope: new.scope.clone(),
+        start_time: Some(timestamp_from_millis(new.start_ms)),
+        end_time: new.end_ms.map(timestamp_from_millis),
+        created_by: new.created_by.clone(),
+        origin: new.origin.into(),
     }
 }
 
@@ -167,22 +276,16 @@ impl Store {
             let revision = self.revision().await?;
             return Ok((schedule, revision));
         }
-        let duplicate = txn
-            .query_one_raw(stmt(
-                &txn,
-                "SELECT id FROM schedules WHERE principal_id = $1 AND role_id = $2 AND scope = $3 AND kind = $4 \
-                 AND (end_ms IS NULL OR end_ms > $5)",
-                [
-                    new.principal_id.clone().into(),
-                    new.role_id.clone().into(),
-                    new.scope.clone().into(),
-                    kind_text(new.kind).into(),
-                    now_ms.into(),
-                ],
-            ))
-            .await?;
-        if let Some(row) = duplicate {
-            let existing: String = row.try_get("", "id")?;
+        if let Some(existing) = live_duplicate(
+            &txn,
+            &new.principal_id,
+            &new.role_id,
+            &new.scope,
+            new.kind,
+            now_ms,
+        )
+        .await?
+        {
             return Err(AssignmentError::Refused {
                 reason: "DUPLICATE_SCHEDULE",
                 message: format!(
@@ -191,62 +294,13 @@ impl Store {
                 ),
             });
         }
-        let id = if write {
-            uuid::Uuid::now_v7().to_string()
-        } else {
-            String::new()
-        };
         if !write {
-            let schedule = Schedule {
-                id,
-                kind: new.kind.into(),
-                principal_id: new.principal_id,
-                role_id: new.role_id,
-                scope: new.scope,
-                start_time: Some(timestamp_from_millis(new.start_ms)),
-                end_time: new.end_ms.map(timestamp_from_millis),
-                created_by: new.created_by,
-            };
+            let schedule = unsaved(&new);
             return Ok((schedule, current_revision(&txn).await?));
         }
-        txn.execute_raw(stmt(
-            &txn,
-            "INSERT INTO schedules (id, kind, principal_id, role_id, scope, start_ms, end_ms, created_by, request_key, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            [
-                id.clone().into(),
-                kind_text(new.kind).into(),
-                new.principal_id.clone().into(),
-                new.role_id.clone().into(),
-                new.scope.clone().into(),
-                new.start_ms.into(),
-                new.end_ms.into(),
-                new.created_by.clone().into(),
-                new.request_key.clone().into(),
-                now_ms.into(),
-            ],
-        ))
-        .await?;
-        let schedule = Schedule {
-            id: id.clone(),
-            kind: new.kind.into(),
-            principal_id: new.principal_id,
-            role_id: new.role_id,
-            scope: new.scope,
-            start_time: Some(timestamp_from_millis(new.start_ms)),
-            end_time: new.end_ms.map(timestamp_from_millis),
-            created_by: new.created_by.clone(),
-        };
-        let payload = ScheduleCreated {
-            schedule: Some(schedule.clone()),
-            justification: new.justification,
-        };
-        let mut event = NewEvent::new("assignment.schedule_created", id, pim_proto::pack(&payload))
-            .correlated(correlation);
-        if !new.created_by.is_empty() {
-            event = event.by(&new.created_by);
-        }
-        let revision = commit_with_event(txn, outbox, event).await?;
+        let schedule = insert_schedule(&txn, outbox, new, now_ms, correlation).await?;
+        let revision = bump_revision(&txn).await?;
+        txn.commit().await?;
         Ok((schedule, revision))
     }
 
@@ -501,6 +555,98 @@ impl Store {
         Ok(revision)
     }
 
+    /// Removes a batch of schedules in one transaction with one revision, each on its own
+    /// decision; a removal that is refused (not found, or the last enabled permanent Global
+    /// Administrator) leaves the others alone.
+    pub async fn remove_schedules(
+        &self,
+        outbox: &Outbox,
+        removals: &[Removal],
+        actor: &str,
+    ) -> Result<(Vec<RemovalOutcome>, i64), AssignmentError> {
+        let txn = self.db.begin().await?;
+        self.lock_global_admins(&txn).await?;
+        let mut outcomes = Vec::with_capacity(removals.len());
+        let mut removed_any = false;
+        for removal in removals {
+            let refused = |e: AssignmentError| {
+                let (reason, message) = match e {
+                    AssignmentError::NotFound(what) => ("NOT_FOUND", format!("no {what}")),
+                    AssignmentError::Refused { reason, message } => (reason, message),
+                    other => return Err(other),
+                };
+                Ok(RemovalOutcome {
+                    schedule_id: removal.schedule_id.clone(),
+                    removed: false,
+                    reason: reason.to_owned(),
+                    message,
+                })
+            };
+            let removed = match schedule_in(&txn, &removal.schedule_id).await {
+                Ok(schedule) => schedule,
+                Err(e) => {
+                    outcomes.push(refused(e)?);
+                    continue;
+                }
+            };
+            // Only a permanent Global Administrator at `/` can break the invariant; its delete
+            // runs under a savepoint, so that a refusal undoes it alone.
+            let guarded = removed.kind() == ScheduleKind::Active
+                && removed.role_id == pim_client::roles::GLOBAL_ADMINISTRATOR
+                && removed.scope == "/"
+                && removed.end_time.is_none();
+            let savepoint = txn.begin().await?;
+            savepoint
+                .execute_raw(stmt(
+                    &savepoint,
+                    "DELETE FROM schedules WHERE id = $1",
+                    [removal.schedule_id.clone().into()],
+                ))
+                .await?;
+            if guarded
+                && let Err(e) = keep_a_global_admin(
+                    &savepoint,
+                    "this is the last enabled permanent Global Administrator at /; assign another first",
+                )
+                .await
+            {
+                savepoint.rollback().await?;
+                outcomes.push(refused(e)?);
+                continue;
+            }
+            savepoint.commit().await?;
+            let payload = ScheduleRemoved {
+                schedule: Some(removed),
+                justification: removal.justification.clone(),
+                decision_id: removal.decision_id.clone(),
+            };
+            outbox
+                .enqueue(
+                    &txn,
+                    NewEvent::new(
+                        "assignment.schedule_removed",
+                        removal.schedule_id.clone(),
+                        pim_proto::pack(&payload),
+                    )
+                    .by(actor),
+                )
+                .await?;
+            removed_any = true;
+            outcomes.push(RemovalOutcome {
+                schedule_id: removal.schedule_id.clone(),
+                removed: true,
+                ..Default::default()
+            });
+        }
+        let revision = if removed_any {
+            bump_revision(&txn).await?
+        } else {
+            current_revision(&txn).await?
+        };
+        txn.commit().await?;
+        Ok((outcomes, revision))
+    }
+
     /// Writes a schedule's new window (update, extend, renew). The window was checked against
     /// the schedule as read before; here the schedule must still be as it was, and the last
     /// enabled permanent Global Administrator must stay permanent.
@@ -583,7 +729,9 @@ impl Store {
         Ok(())
     }
 
-    /// Converts a schedule to `target` kind (ConvertSchedule), keeping its window.
+    /// Converts a schedule to `target` kind (ConvertSchedule), keeping its window. With `write`
+    /// false it answers exactly as the real call would, and writes nothing.
+    #[allow(clippy::too_many_arguments)]
     pub async fn convert_schedule(
         &self,
         outbox: &Outbox,
@@ -592,6 +740,7 @@ impl Store {
         actor: &str,
         decision_id: &str,
         now_ms: i64,
+        write: bool,
     ) -> Result<(Schedule, i64), AssignmentError> {
         let txn = self.db.begin().await?;
         self.lock_global_admins(&txn).await?;
@@ -600,20 +749,15 @@ impl Store {
         if from == target {
             return Ok((current, current_revision(&txn).await?));
         }
-        let duplicate = txn
-            .query_one_raw(stmt(
-                &txn,
-                "SELECT id FROM schedules WHERE principal_id = $1 AND role_id = $2 AND scope = $3 AND kind = $4 \
-                 AND (end_ms IS NULL OR end_ms > $5)",
-                [
-                    current.principal_id.clone().into(),
-                    current.role_id.clone().into(),
-                    current.scope.clone().into(),
-                    kind_text(target).into(),
-                    now_ms.into(),
-                ],
-            ))
-            .await?;
+        let duplicate = live_duplicate(
+            &txn,
+            &current.principal_id,
+            &current.role_id,
+            &current.scope,
+            target,
+            now_ms,
+        )
+        .await?;
         if duplicate.is_some() {
             return Err(AssignmentError::Refused {
                 reason: "DUPLICATE_SCHEDULE",
@@ -625,9 +769,10 @@ impl Store {
                 ),
             });
         }
+        // A converted schedule is managed by PIM from now on, whatever its origin.
         txn.execute_raw(stmt(
             &txn,
-            "UPDATE schedules SET kind = $1 WHERE id = $2",
+            "UPDATE schedules SET kind = $1, origin = 'assigned' WHERE id = $2",
             [kind_text(target).into(), id.into()],
         ))
         .await?;
@@ -638,8 +783,13 @@ impl Store {
         .await?;
         let converted = Schedule {
             kind: target.into(),
+            origin: ScheduleOrigin::Assigned.into(),
             ..current
         };
+        if !write {
+            txn.rollback().await?;
+            return Ok((converted, self.revision().await?));
+        }
         let payload = ScheduleConverted {
             schedule: Some(converted.clone()),
             from_kind: from.into(),
@@ -735,6 +885,7 @@ impl Store {
                 created_by: "service:assignment".to_owned(),
                 request_key: Some(format!("break-glass/{principal}")),
                 justification: "break-glass principal from configuration".to_owned(),
+                origin: ScheduleOrigin::Assigned,
             };
             self.create_schedule(outbox, new, now_ms, "", true).await?;
         }
@@ -768,6 +919,7 @@ pub(super) fn schedule(row: &QueryResult) -> anyhow::Result<Schedule> {
             .try_get::<Option<i64>>("", "end_ms")?
             .map(timestamp_from_millis),
         created_by: row.try_get("", "created_by")?,
+        origin: origin_of(&row.try_get::<String>("", "origin")?).into(),
     })
 }
 
