@@ -1,5 +1,5 @@
-//! The people-facing commands: `pim check`, `pim roles`, `pim assign`, `pim policy`, and
-//! (in `directory`) `pim principal`, `pim assignments`, `pim convert`.
+//! The people-facing commands: `pim check`, `pim roles`, `pim assign`, and (in `directory`)
+//! `pim principal`, `pim assignments`, `pim convert`, (in `policies`) `pim policy`.
 //! Output is a readable table by default, or JSON with `--output json`. Each command renders
 //! to a string, so tests drive exactly what a person sees. Failed calls become sentences
 //! (`readable`), never tonic's dump of a status.
@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use pim_client::PimClient;
 use pim_proto::assignment::v1::{
     CheckAccessRequest, CreateActiveScheduleRequest, CreateEligibilityScheduleRequest,
-    GetEffectivePolicyRequest, ListRolesRequest, Role, Schedule,
+    ListRolesRequest, Role, Schedule,
 };
 use serde_json::json;
 use tonic::{Code, Status};
@@ -55,8 +55,11 @@ pub enum AdminCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// The effective role management policy of ROLE at SCOPE, rule by rule with its source.
-    Policy { role: String, scope: String },
+    /// Role management policies: show, set, export, import.
+    Policy {
+        #[command(subcommand)]
+        command: crate::policies::PolicyCommand,
+    },
     /// A principal as the directory has it: type, name, e-mail, enabled, guest, break-glass.
     Principal { id: String },
     /// Everything PRINCIPAL holds: direct or through a group; permanent, time-bound, activated
@@ -376,84 +379,6 @@ pub async fn run(
                 ),
             })
         }
-        AdminCommand::Policy { role, scope } => {
-            let role_id = role_id(client, &role).await?;
-            let effective = client
-                .assignment()
-                .get_effective_policy(GetEffectivePolicyRequest { role_id, scope })
-                .await
-                .map_err(readable)?
-                .into_inner();
-            let rules = effective.rules.unwrap_or_default();
-            let hours = |r: &Option<pim_proto::assignment::v1::ExpirationRule>| {
-                r.as_ref()
-                    .and_then(|r| r.maximum_duration.as_ref())
-                    .map(|d| d.seconds / 3600)
-                    .unwrap_or_default()
-            };
-            let enablement = rules.activation_enablement.unwrap_or_default();
-            let approval = rules.approval.clone().unwrap_or_default();
-            let values = [
-                (
-                    "Expiration_EndUser_Assignment",
-                    format!("max {} h", hours(&rules.activation_expiration)),
-                ),
-                (
-                    "Enablement_EndUser_Assignment",
-                    format!(
-                        "mfa={} justification={} ticket={}",
-                        enablement.mfa_required,
-                        enablement.justification_required,
-                        enablement.ticket_required
-                    ),
-                ),
-                (
-                    "Approval_EndUser_Assignment",
-                    format!(
-                        "required={} stages={}",
-                        approval.required,
-                        approval.stages.len()
-                    ),
-                ),
-                (
-                    "Expiration_Admin_Eligibility",
-                    format!("max {} d", hours(&rules.admin_eligibility_expiration) / 24),
-                ),
-                (
-                    "Expiration_Admin_Assignment",
-                    format!("max {} d", hours(&rules.admin_assignment_expiration) / 24),
-                ),
-            ];
-            let source = |id: &str| {
-                effective
-                    .sources
-                    .iter()
-                    .find(|s| s.rule_id == id)
-                    .map(|s| {
-                        if s.scope.is_empty() {
-                            "organization default".to_owned()
-                        } else {
-                            format!("{} v{}", s.scope, s.version)
-                        }
-                    })
-                    .unwrap_or_default()
-            };
-            Ok(match output {
-                Output::Json => {
-                    let list: Vec<_> = values
-                        .iter()
-                        .map(|(id, v)| json!({"rule": id, "value": v, "source": source(id)}))
-                        .collect();
-                    json!({"version": effective.version, "rules": list}).to_string() + "\n"
-                }
-                Output::Table => table(
-                    &["RULE", "VALUE", "SOURCE"],
-                    &values
-                        .iter()
-                        .map(|(id, v)| vec![(*id).to_owned(), v.clone(), source(id)])
-                        .collect::<Vec<_>>(),
-                ),
-            })
-        }
+        AdminCommand::Policy { command } => crate::policies::run(command, client, output).await,
     }
 }

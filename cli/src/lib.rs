@@ -7,6 +7,7 @@ pub mod bench;
 pub mod dev;
 mod directory;
 mod hosting;
+pub mod policies;
 pub mod requests;
 pub mod reviews;
 pub mod webhooks;

@@ -1,6 +1,9 @@
 //! The people-facing `pim` commands, rendered exactly as a person sees them, over real gRPC.
 
-use pim_cli::admin::{AdminCommand, Kind, Output, run};
+use pim_cli::{
+    admin::{AdminCommand, Kind, Output, run},
+    policies::PolicyCommand,
+};
 use pim_client::{Credentials, PimClient};
 use pim_config::ServiceName;
 use pim_testkit::{ADMIN, Harness};
@@ -69,8 +72,10 @@ async fn an_admin_assigns_with_a_dry_run_then_for_real_and_checks_the_result() -
     assert!(!roles.contains("Billing Administrator"), "not privileged");
     let policy = run(
         AdminCommand::Policy {
-            role: "Security Administrator".into(),
-            scope: SCOPE.into(),
+            command: PolicyCommand::Show {
+                role: "Security Administrator".into(),
+                scope: SCOPE.into(),
+            },
         },
         &admin,
         Output::Table,
@@ -84,8 +89,10 @@ async fn an_admin_assigns_with_a_dry_run_then_for_real_and_checks_the_result() -
     );
     let unknown = run(
         AdminCommand::Policy {
-            role: "Nope".into(),
-            scope: SCOPE.into(),
+            command: PolicyCommand::Show {
+                role: "Nope".into(),
+                scope: SCOPE.into(),
+            },
         },
         &admin,
         Output::Table,

@@ -130,6 +130,7 @@ async fn a_group_member_activates_the_groups_eligibility_and_loses_it_with_the_m
         .assignment()
         .list_groups_of(ListGroupsOfRequest {
             principal_id: "alice".into(),
+            at: None,
         })
         .await?
         .into_inner();

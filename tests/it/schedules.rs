@@ -7,8 +7,8 @@ use pim_db::stmt;
 use pim_proto::{
     activation::v1::RequestStatus,
     assignment::v1::{
-        CreateActiveScheduleRequest, CreateEligibilityScheduleRequest, Principal, PrincipalType,
-        RemoveScheduleRequest, UpsertPrincipalsRequest,
+        CreateActiveScheduleRequest, CreateEligibilityScheduleRequest, ListSchedulesRequest,
+        Principal, PrincipalType, RemoveScheduleRequest, UpsertPrincipalsRequest,
     },
 };
 use pim_testkit::{ADMIN, Harness};
@@ -229,6 +229,76 @@ async fn removing_an_eligibility_ends_the_window_that_came_from_it_at_once() -> 
         .await?;
     let denied = check_access(&checker, "alice", SCOPE).await?;
     assert!(!denied.allowed, "the window died with its eligibility");
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_after_duration_expiration_ends_that_long_after_the_start_and_keeps_its_ticket()
+-> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let admin = h.client(ServiceName::Assignment, &h.mfa_token(ADMIN));
+    let start = pim_clock::Clock::now_millis(h.clock.as_ref()) + 60_000;
+    let thirty_days = pim_proto::Duration {
+        seconds: 30 * 86_400,
+        nanos: 0,
+    };
+    let order = || CreateEligibilityScheduleRequest {
+        request_id: "after-duration".into(),
+        principal_id: "alice".into(),
+        role_id: ROLE.into(),
+        scope: SCOPE.into(),
+        start_time: Some(pim_proto::timestamp_from_millis(start)),
+        duration: Some(thirty_days),
+        justification: "quarterly access".into(),
+        ticket_system: "ServiceNow".into(),
+        ticket_number: "CHG0042".into(),
+        ..Default::default()
+    };
+    let both = admin
+        .assignment()
+        .create_eligibility_schedule(CreateEligibilityScheduleRequest {
+            end_time: Some(pim_proto::timestamp_from_millis(start + 86_400_000)),
+            ..order()
+        })
+        .await
+        .expect_err("end_time and duration together are ambiguous");
+    assert_eq!(both.code(), Code::InvalidArgument);
+    assert_eq!(crate::support::field_violations(&both), ["duration"]);
+
+    let schedule = admin
+        .assignment()
+        .create_eligibility_schedule(order())
+        .await?
+        .into_inner()
+        .schedule
+        .unwrap_or_default();
+    assert_eq!(
+        schedule
+            .end_time
+            .as_ref()
+            .map(pim_proto::millis_from_timestamp),
+        Some(start + 30 * 86_400_000)
+    );
+    let listed = admin
+        .assignment()
+        .list_schedules(ListSchedulesRequest {
+            role_id: ROLE.into(),
+            scope: SCOPE.into(),
+            principal_id: "alice".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .schedules;
+    assert_eq!(listed, vec![schedule.clone()], "stored as answered");
+    assert_eq!(
+        (
+            schedule.ticket_system.as_str(),
+            schedule.ticket_number.as_str()
+        ),
+        ("ServiceNow", "CHG0042")
+    );
     h.stop().await;
     Ok(())
 }

@@ -36,12 +36,14 @@ impl Directory<'_> {
         }
     }
 
-    /// The groups `principal` is a direct member of now.
+    /// The groups `principal` is a member of now: directly, or just in time.
     pub async fn groups_of(&self, principal: &str) -> Result<Vec<String>, Status> {
         let groups = retry_idempotent(|| {
             let mut client = self.assignment.assignment();
+            // Now: including groups joined just in time (PIM for Groups).
             let query = ListGroupsOfRequest {
                 principal_id: principal.to_owned(),
+                at: None,
             };
             async move { client.list_groups_of(query).await }
         })

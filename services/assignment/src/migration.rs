@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(ANNOUNCEMENTS),
             Box::new(LISTING_INDEXES),
             Box::new(ORIGINS),
+            Box::new(TICKETS),
         ]
     }
 }
@@ -167,3 +168,14 @@ const ORIGINS: SqlMigration = SqlMigration {
 
 const ORIGINS_SQL: &str =
     "ALTER TABLE schedules ADD COLUMN origin TEXT NOT NULL DEFAULT 'assigned';";
+
+/// The change ticket behind an admin's assignment (Graph's ticketInfo).
+const TICKETS: SqlMigration = SqlMigration {
+    name: "m0008_schedule_tickets",
+    postgres: TICKETS_SQL,
+    sqlite: TICKETS_SQL,
+    down: "ALTER TABLE schedules DROP COLUMN ticket_number; ALTER TABLE schedules DROP COLUMN ticket_system;",
+};
+
+const TICKETS_SQL: &str = "ALTER TABLE schedules ADD COLUMN ticket_system TEXT NOT NULL DEFAULT ''; \
+     ALTER TABLE schedules ADD COLUMN ticket_number TEXT NOT NULL DEFAULT '';";

@@ -500,7 +500,7 @@ mod tests {
                 "assignment.schedule_created",
                 &ScheduleCreated {
                     schedule: Some(eligible.clone()),
-                    justification: String::new(),
+                    ..Default::default()
                 }
             )),
             [

@@ -29,6 +29,23 @@ pub enum Decision {
     Denied { reason: &'static str },
 }
 
+impl Decision {
+    /// The better of two ways to hold a role: allowed over denied, then the one lasting longest.
+    pub fn or(self, other: Decision) -> Decision {
+        match (&self, &other) {
+            (Decision::Denied { .. }, _) => other,
+            (_, Decision::Denied { .. }) => self,
+            (Decision::Allowed { until_ms: a, .. }, Decision::Allowed { until_ms: b, .. }) => {
+                if b.unwrap_or(i64::MAX) > a.unwrap_or(i64::MAX) {
+                    other
+                } else {
+                    self
+                }
+            }
+        }
+    }
+}
+
 /// Active schedules win over windows; among windows, the one lasting longest.
 pub fn decide(active: &[Interval], windows: &[ActivatedWindow], at_ms: i64) -> Decision {
     if let Some(schedule) = active

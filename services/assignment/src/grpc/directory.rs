@@ -1,16 +1,21 @@
 //! Handlers of the directory: the sync's batch upsert (administrators at `/`), and lookups
 //! (the principal itself, readers, and PIM's services).
 
+use pim_client::roles;
 use pim_grpc::{Violations, caller};
 use pim_proto::assignment::v1::{
     DiscoveredAssignment, GetPrincipalRequest, GetPrincipalResponse, ListGroupMembersRequest,
-    ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse, PrincipalType,
+    ListGroupMembersResponse, ListGroupsOfRequest, ListGroupsOfResponse, Principal, PrincipalType,
     UpsertPrincipalsRequest, UpsertPrincipalsResponse,
 };
 use tonic::{Request, Response, Status};
 
 use super::{AssignmentApi, invalid, parse_scope};
-use crate::{error::AssignmentError, store::DirectorySync};
+use crate::{
+    domain::{access::Decision, scope::Scope},
+    error::AssignmentError,
+    store::DirectorySync,
+};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -151,16 +156,53 @@ impl AssignmentApi {
         request: Request<ListGroupsOfRequest>,
     ) -> Reply<ListGroupsOfResponse> {
         let caller = caller(&request)?;
-        let id = request.into_inner().principal_id;
+        let req = request.into_inner();
+        let id = req.principal_id;
         let mut v = Violations::default();
         v.require("principal_id", &id);
         invalid(v)?;
         self.require_directory_reader(&caller, &id).await?;
-        let groups = self
+        let at = req
+            .at
+            .as_ref()
+            .map(pim_proto::millis_from_timestamp)
+            .unwrap_or_else(|| self.ctx.clock.now_millis());
+        let mut groups = self
             .store
             .groups_of(&id)
             .await
             .map_err(AssignmentError::from)?;
+        // Memberships held just in time, through Group Member at `/groups/G`.
+        let mut subjects = vec![id.clone()];
+        subjects.extend(groups.iter().filter(|g| g.enabled).map(|g| g.id.clone()));
+        for group in self
+            .store
+            .member_groups_by_assignment(&subjects)
+            .await
+            .map_err(AssignmentError::from)?
+        {
+            if groups.iter().any(|g| g.id == group) {
+                continue;
+            }
+            let scope = Scope::parse(&format!("/groups/{group}"))
+                .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
+            if matches!(
+                self.decide_at(&id, roles::GROUP_MEMBER, &scope, at).await?,
+                Decision::Allowed { .. }
+            ) {
+                let known = self
+                    .store
+                    .principal(&group)
+                    .await
+                    .map_err(AssignmentError::from)?;
+                groups.push(known.unwrap_or(Principal {
+                    id: group,
+                    r#type: PrincipalType::Group.into(),
+                    enabled: true,
+                    ..Principal::default()
+                }));
+            }
+        }
         Ok(Response::new(ListGroupsOfResponse { groups }))
     }
 

@@ -101,12 +101,79 @@ impl AssignmentApi {
                 reason: "the principal is disabled in the directory",
             });
         };
+        let mut decision = self
+            .decide_for(&holder.subjects, role, scope, at_ms)
+            .await?;
+        if role == roles::GROUP_MEMBER {
+            // Membership itself is decided by the directory and the holder's own assignments,
+            // never through another just-in-time membership.
+            return Ok(decision);
+        }
+        // PIM for Groups: while P holds Group Member at `/groups/G`, P holds G's assignments,
+        // and only until that membership ends.
+        for group in self
+            .store
+            .member_groups_by_assignment(&holder.subjects)
+            .await?
+        {
+            if holder.subjects.contains(&group) {
+                continue;
+            }
+            let membership_scope = Scope::parse(&format!("/groups/{group}"))
+                .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
+            let Decision::Allowed {
+                via: member_via,
+                until_ms: member_until,
+            } = self
+                .decide_for(
+                    &holder.subjects,
+                    roles::GROUP_MEMBER,
+                    &membership_scope,
+                    at_ms,
+                )
+                .await?
+            else {
+                continue;
+            };
+            if self
+                .store
+                .principal(&group)
+                .await?
+                .is_some_and(|g| !g.enabled)
+            {
+                continue;
+            }
+            if let Decision::Allowed { via, until_ms } = self
+                .decide_for(std::slice::from_ref(&group), role, scope, at_ms)
+                .await?
+            {
+                let until_ms = match (member_until, until_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                decision = decision.or(Decision::Allowed {
+                    via: format!("{via} through membership of group {group} by {member_via}"),
+                    until_ms,
+                });
+            }
+        }
+        Ok(decision)
+    }
+
+    /// Whether any of `subjects` holds `role` at `scope` or an ancestor at an instant.
+    async fn decide_for(
+        &self,
+        subjects: &[String],
+        role: &str,
+        scope: &Scope,
+        at_ms: i64,
+    ) -> Result<Decision> {
         let scopes = scope.with_ancestors();
         let active = self
             .store
-            .schedules(ScheduleKind::Active, &holder.subjects, role, &scopes)
+            .schedules(ScheduleKind::Active, subjects, role, &scopes)
             .await?;
-        let windows = self.store.windows(&holder.subjects, role, &scopes).await?;
+        let windows = self.store.windows(subjects, role, &scopes).await?;
         Ok(decide(&active, &windows, at_ms))
     }
 
@@ -388,6 +455,9 @@ impl AssignmentService for AssignmentApi {
             end_time: r.end_time,
             justification: r.justification,
             validate_only: r.validate_only,
+            duration: r.duration,
+            ticket_system: r.ticket_system,
+            ticket_number: r.ticket_number,
         };
         let (schedule, revision) = self.create_schedule(&caller, &correlation, order).await?;
         Ok(Response::new(CreateEligibilityScheduleResponse {
@@ -412,6 +482,9 @@ impl AssignmentService for AssignmentApi {
             end_time: r.end_time,
             justification: r.justification,
             validate_only: r.validate_only,
+            duration: r.duration,
+            ticket_system: r.ticket_system,
+            ticket_number: r.ticket_number,
         };
         let (schedule, revision) = self.create_schedule(&caller, &correlation, order).await?;
         Ok(Response::new(CreateActiveScheduleResponse {

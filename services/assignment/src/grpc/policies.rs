@@ -178,7 +178,7 @@ impl AssignmentApi {
             };
             if !seen.insert((entry.role_id.clone(), scope.to_string())) {
                 violations.push((
-                    format!("{at}"),
+                    at.clone(),
                     format!("{} at {scope} is named twice", entry.role_id),
                 ));
             }
@@ -189,7 +189,7 @@ impl AssignmentApi {
                     members.get(group).cloned().unwrap_or_default()
                 })
                 .into_iter()
-                .map(|(field, problem)| (format!("{at}.rules.{field}"), problem)),
+                .map(|(field, problem)| (format!("{at}.{field}"), problem)),
             );
             normalized.push(PolicyEntry {
                 scope: scope.to_string(),

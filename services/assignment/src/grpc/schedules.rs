@@ -35,6 +35,10 @@ pub(super) struct ScheduleOrder {
     pub end_time: Option<Timestamp>,
     pub justification: String,
     pub validate_only: bool,
+    /// `afterDuration`: the end is this long after the start.
+    pub duration: Option<pim_proto::Duration>,
+    pub ticket_system: String,
+    pub ticket_number: String,
 }
 
 impl AssignmentApi {
@@ -82,7 +86,26 @@ impl AssignmentApi {
             .as_ref()
             .map(millis_from_timestamp)
             .unwrap_or(now);
-        let end_ms = order.end_time.as_ref().map(millis_from_timestamp);
+        let end_ms = match (&order.end_time, &order.duration) {
+            (Some(_), Some(_)) => {
+                v.add("duration", "give end_time or duration, not both");
+                None
+            }
+            (Some(end), None) => Some(millis_from_timestamp(end)),
+            (None, Some(d)) if d.seconds < 0 || d.nanos < 0 => {
+                v.add("duration", "must be positive");
+                None
+            }
+            (None, Some(d)) => Some(
+                start_ms
+                    .saturating_add(d.seconds.saturating_mul(1000))
+                    .saturating_add(i64::from(d.nanos / 1_000_000)),
+            ),
+            (None, None) => None,
+        };
+        if order.ticket_system.len() > 100 || order.ticket_number.len() > 100 {
+            v.add("ticket_number", "ticket fields are at most 100 characters");
+        }
         match end_ms {
             Some(end) if end <= start_ms => v.add("end_time", "must be after start_time"),
             Some(end) if end - start_ms < MIN_WINDOW_MS => {
@@ -141,6 +164,8 @@ impl AssignmentApi {
                 .then(|| format!("{}/{}", caller.subject, order.request_id)),
             justification: order.justification,
             origin: ScheduleOrigin::Assigned,
+            ticket_system: order.ticket_system,
+            ticket_number: order.ticket_number,
         };
         let created = self
             .store

@@ -67,15 +67,7 @@ fn principal(row: &QueryResult) -> anyhow::Result<Principal> {
 
 impl Store {
     pub async fn principal(&self, id: &str) -> anyhow::Result<Option<Principal>> {
-        self.db
-            .query_one_raw(stmt(
-                &self.db,
-                "SELECT * FROM principals WHERE id = $1",
-                [id.into()],
-            ))
-            .await?
-            .map(|row| principal(&row))
-            .transpose()
+        principal_in(&self.db, id).await
     }
 
     /// The groups `member` directly belongs to. A group the directory has no record of is
@@ -323,6 +315,23 @@ impl Store {
     }
 }
 
+/// A principal as the directory has it, read through `conn` (a transaction when there is one).
+/// Schedule events carry it: notification needs names and e-mail addresses, alerts the guest
+/// and break-glass flags.
+pub(super) async fn principal_in(
+    conn: &impl ConnectionTrait,
+    id: &str,
+) -> anyhow::Result<Option<Principal>> {
+    conn.query_one_raw(stmt(
+        conn,
+        "SELECT * FROM principals WHERE id = $1",
+        [id.into()],
+    ))
+    .await?
+    .map(|row| principal(&row))
+    .transpose()
+}
+
 /// Records a standing assignment the sync found as a permanent active schedule of origin
 /// `Discovered`, unless PIM already knows an active one for the same principal, role and scope.
 /// Returns 1 when it was new.
@@ -356,6 +365,8 @@ async fn discover(
         request_key: None,
         justification: "discovered by the directory sync: standing access outside PIM".to_owned(),
         origin: ScheduleOrigin::Discovered,
+        ticket_system: String::new(),
+        ticket_number: String::new(),
     };
     insert_schedule(txn, outbox, new, now_ms, "").await?;
     Ok(1)

@@ -33,6 +33,8 @@ pub struct NewSchedule {
     pub request_key: Option<String>,
     pub justification: String,
     pub origin: ScheduleOrigin,
+    pub ticket_system: String,
+    pub ticket_number: String,
 }
 
 /// Which scopes a listing of schedules covers.
@@ -119,8 +121,8 @@ pub(super) async fn insert_schedule(
     let id = uuid::Uuid::now_v7().to_string();
     txn.execute_raw(stmt(
         txn,
-        "INSERT INTO schedules (id, kind, principal_id, role_id, scope, start_ms, end_ms, created_by, request_key, created_at_ms, origin) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO schedules (id, kind, principal_id, role_id, scope, start_ms, end_ms, created_by, request_key, created_at_ms, origin, \
+         ticket_system, ticket_number) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         [
             id.clone().into(),
             kind_text(new.kind).into(),
@@ -133,6 +135,8 @@ pub(super) async fn insert_schedule(
             new.request_key.clone().into(),
             now_ms.into(),
             origin_text(new.origin).into(),
+            new.ticket_system.clone().into(),
+            new.ticket_number.clone().into(),
         ],
     ))
     .await?;
@@ -141,6 +145,7 @@ pub(super) async fn insert_schedule(
         ..unsaved(&new)
     };
     let payload = ScheduleCreated {
+        principal: super::directory::principal_in(txn, &schedule.principal_id).await?,
         schedule: Some(schedule.clone()),
         justification: new.justification,
     };
@@ -169,6 +174,8 @@ fn unsaved(new: &NewSchedule) -> Schedule {
         end_time: new.end_ms.map(timestamp_from_millis),
         created_by: new.created_by.clone(),
         origin: new.origin.into(),
+        ticket_system: new.ticket_system.clone(),
+        ticket_number: new.ticket_number.clone(),
     }
 }
 
@@ -202,6 +209,47 @@ impl Store {
             })
             .map(|row| interval(&row))
             .collect()
+    }
+
+    /// The groups G for which any of `holders` has an active schedule, or `holders[0]` an
+    /// activated window, of Group Member at `/groups/G`: candidates for just-in-time membership,
+    /// to be decided at an instant.
+    pub async fn member_groups_by_assignment(
+        &self,
+        holders: &[String],
+    ) -> anyhow::Result<Vec<String>> {
+        let Some(principal) = holders.first() else {
+            return Ok(Vec::new());
+        };
+        let mut values: Vec<sea_orm::Value> = vec![
+            pim_client::roles::GROUP_MEMBER.into(),
+            principal.clone().into(),
+        ];
+        values.extend(holders.iter().cloned().map(Into::into));
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                &self.db,
+                &format!(
+                    "SELECT scope FROM schedules WHERE role_id = $1 AND kind = 'active' AND principal_id IN ({}) \
+                     UNION SELECT scope FROM windows WHERE role_id = $1 AND principal_id = $2",
+                    placeholders(3, holders.len())
+                ),
+                values,
+            ))
+            .await?;
+        let mut groups = Vec::new();
+        for row in rows {
+            let scope: String = row.try_get("", "scope")?;
+            if let Some(group) = scope.strip_prefix("/groups/")
+                && !group.is_empty()
+                && !group.contains('/')
+                && !groups.iter().any(|g| g == group)
+            {
+                groups.push(group.to_owned());
+            }
+        }
+        Ok(groups)
     }
 
     /// Windows of `holders[0]` for a role at any of `scopes`, each with the eligibility it came
@@ -537,6 +585,7 @@ impl Store {
             return Ok(self.revision().await?);
         }
         let payload = ScheduleRemoved {
+            principal: super::directory::principal_in(&txn, &removed.principal_id).await?,
             schedule: Some(removed),
             justification: justification.to_owned(),
             decision_id: decision_id.to_owned(),
@@ -616,6 +665,7 @@ impl Store {
             }
             savepoint.commit().await?;
             let payload = ScheduleRemoved {
+                principal: super::directory::principal_in(&txn, &removed.principal_id).await?,
                 schedule: Some(removed),
                 justification: removal.justification.clone(),
                 decision_id: removal.decision_id.clone(),
@@ -700,6 +750,7 @@ impl Store {
         ))
         .await?;
         let payload = ScheduleChanged {
+            principal: super::directory::principal_in(&txn, &changed.principal_id).await?,
             schedule: Some(changed.clone()),
             previous_start: current.start_time,
             previous_end: current.end_time,
@@ -791,6 +842,7 @@ impl Store {
             return Ok((converted, self.revision().await?));
         }
         let payload = ScheduleConverted {
+            principal: super::directory::principal_in(&txn, &converted.principal_id).await?,
             schedule: Some(converted.clone()),
             from_kind: from.into(),
             decision_id: decision_id.to_owned(),
@@ -886,6 +938,8 @@ impl Store {
                 request_key: Some(format!("break-glass/{principal}")),
                 justification: "break-glass principal from configuration".to_owned(),
                 origin: ScheduleOrigin::Assigned,
+                ticket_system: String::new(),
+                ticket_number: String::new(),
             };
             self.create_schedule(outbox, new, now_ms, "", true).await?;
         }
@@ -920,6 +974,8 @@ pub(super) fn schedule(row: &QueryResult) -> anyhow::Result<Schedule> {
             .map(timestamp_from_millis),
         created_by: row.try_get("", "created_by")?,
         origin: origin_of(&row.try_get::<String>("", "origin")?).into(),
+        ticket_system: row.try_get("", "ticket_system")?,
+        ticket_number: row.try_get("", "ticket_number")?,
     })
 }
 
