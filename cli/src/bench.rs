@@ -2,12 +2,18 @@
 //! health check), and then of a suite: (2) the event pipeline, a producer transaction committing
 //! one event with `synchronous_commit` on, the relay, the Redis stream, and a consumer
 //! transaction; or (3) the approval service (`approval`); or (4) the activation service
-//! (`activation`); or (5) access reviews (`reviews`). The baseline and the suite run in the
-//! same process and the same run, so the noise of the machine hits both alike.
+//! (`activation`); or (5) access reviews (`reviews`); or (6) the audit service (`audit`); or
+//! (7) the notification service (`notification`). The baseline and the suite run in the same
+//! process and the same run, so the noise of the machine hits both alike.
 
 mod activation;
+mod alerts;
 mod approval;
+mod audit;
+mod notification;
+mod producer;
 mod reviews;
+mod tracing;
 
 use std::{
     sync::{Arc, Mutex},
@@ -36,6 +42,14 @@ pub enum Suite {
     Activation,
     /// Access reviews: starting an instance over many assignments, applying many denials.
     Reviews,
+    /// The audit service: a query over a large log, export, verification, ingest, latency.
+    Audit,
+    /// The notification service: event to SMTP and webhook at a fixed rate, webhook fan-out.
+    Notification,
+    /// Security alerts: a full refresh over a large log, event to alert_raised under load.
+    Alerts,
+    /// What tracing export costs: the activation suite with export off and on (not in `all`).
+    Tracing,
     /// Every suite, one after another.
     All,
 }
@@ -69,6 +83,16 @@ pub struct BenchOptions {
     pub review_assignments: usize,
     /// Denials applied at the end of the second review.
     pub review_denials: usize,
+    /// Records of the large audit log, loaded with COPY.
+    pub audit_records: usize,
+    /// Events of the audit ingest run.
+    pub audit_events: usize,
+    /// Offered rate of the notification latency run, events per second (for `seconds`).
+    pub notification_rate: u64,
+    /// Webhook subscriptions of the fan-out run.
+    pub fanout_subscriptions: usize,
+    /// Events of the fan-out run; each goes to every subscription.
+    pub fanout_events: usize,
 }
 
 /// Latencies in microseconds, and how long the run took.
@@ -95,6 +119,10 @@ impl Sample {
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    if options.suite == Suite::Tracing {
+        return tracing::run(&options).await;
+    }
+    let telemetry = tracing::child_telemetry()?;
     baseline(options.events)
         .await?
         .report("baseline: health check RPC (16 in flight)");
@@ -109,6 +137,18 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if matches!(options.suite, Suite::Reviews | Suite::All) {
         reviews::run(&options).await?;
+    }
+    if matches!(options.suite, Suite::Audit | Suite::All) {
+        audit::run(&options).await?;
+    }
+    if matches!(options.suite, Suite::Notification | Suite::All) {
+        notification::run(&options).await?;
+    }
+    if matches!(options.suite, Suite::Alerts | Suite::All) {
+        alerts::run(&options).await?;
+    }
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The library behind the `pim` binary, so tests drive exactly what operators run.
 
 pub mod admin;
+pub mod alerts;
 pub mod approvals;
 pub mod audit;
 pub mod bench;

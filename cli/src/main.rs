@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use pim_cli::{
     admin::{AdminCommand, Output},
+    alerts::AlertCommand,
     approvals::ApprovalCommand,
     audit::AuditCommand,
     bench::Suite,
@@ -54,7 +55,7 @@ struct Cli {
         default_value = "http://127.0.0.1:50052"
     )]
     activation_url: String,
-    /// The audit service, for `pim audit`.
+    /// The audit service, for `pim audit` and `pim alerts`.
     #[arg(
         long,
         global = true,
@@ -98,6 +99,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Security alerts: alerts list, show, configure, dismiss, remediate, refresh.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertCommand,
     },
     /// Webhook subscriptions: create, list, rotate-secret, disable, test, seal-secret.
     Webhooks {
@@ -188,6 +194,22 @@ enum Command {
         /// Denials applied at the end of the second review.
         #[arg(long, default_value_t = 10_000)]
         review_denials: usize,
+        /// Records of the large audit log (loaded with COPY) that the query, export and
+        /// verification runs read.
+        #[arg(long, default_value_t = 10_000_000)]
+        audit_records: usize,
+        /// Events of the audit ingest run.
+        #[arg(long, default_value_t = 50_000)]
+        audit_events: usize,
+        /// Offered rate of the notification latency run, events per second (for --seconds).
+        #[arg(long, default_value_t = 50)]
+        notification_rate: u64,
+        /// Webhook subscriptions of the notification fan-out run.
+        #[arg(long, default_value_t = 50)]
+        fanout_subscriptions: usize,
+        /// Events of the fan-out run; each is delivered to every subscription.
+        #[arg(long, default_value_t = 100)]
+        fanout_events: usize,
     },
     /// Print a dev-mode token for a principal, signed with the `pim dev` secret.
     Token {
@@ -262,6 +284,14 @@ async fn main() -> anyhow::Result<()> {
                 false => Ok(()),
             }
         }
+        Command::Alerts { command } => {
+            let audit = pim_client::PimClient::connect(&cli.audit_url, person(cli.token)?)?;
+            print!(
+                "{}",
+                pim_cli::alerts::run(command, &audit, cli.output).await?
+            );
+            Ok(())
+        }
         Command::Webhooks { command } => {
             let client = match &command {
                 // Sealing is offline: no token, no call.
@@ -331,6 +361,11 @@ async fn main() -> anyhow::Result<()> {
             approvals,
             review_assignments,
             review_denials,
+            audit_records,
+            audit_events,
+            notification_rate,
+            fanout_subscriptions,
+            fanout_events,
         } => {
             pim_cli::bench::run(pim_cli::bench::BenchOptions {
                 suite,
@@ -350,6 +385,11 @@ async fn main() -> anyhow::Result<()> {
                 approvals,
                 review_assignments,
                 review_denials,
+                audit_records,
+                audit_events,
+                notification_rate,
+                fanout_subscriptions,
+                fanout_events,
             })
             .await
         }
@@ -384,20 +424,27 @@ fn person(token: Option<String>) -> anyhow::Result<pim_client::Credentials> {
     Ok(pim_client::Credentials::Token(token))
 }
 
-fn telemetry(service: &str, source: &Source) -> anyhow::Result<pim_telemetry::TelemetryGuard> {
-    pim_telemetry::init(&TelemetryOptions {
-        service_name: source.get("OTEL_SERVICE_NAME", format!("pim-{service}"))?,
-        log_filter: source.get("PIM_LOG", "info".to_owned())?,
-        log_json: source.get("PIM_LOG_FORMAT", "json".to_owned())? == "json",
-        trace_filter: source.get("PIM_TRACE_FILTER", "info".to_owned())?,
-        otlp_endpoint: source.optional("OTEL_EXPORTER_OTLP_ENDPOINT")?,
-    })
+/// Telemetry of a process hosting `contexts`: `pim serve` one, named `pim-<context>`; `pim dev`
+/// all five, each exporting its spans under its own name.
+fn telemetry(
+    contexts: &[ServiceName],
+    source: &Source,
+) -> anyhow::Result<pim_telemetry::TelemetryGuard> {
+    let name = match contexts {
+        [one] => format!("pim-{one}"),
+        _ => "pim-dev".to_owned(),
+    };
+    let mut options = TelemetryOptions::from_vars(&name, |key| source.raw(key).map(str::to_owned))?;
+    if contexts.len() > 1 {
+        options.contexts = contexts.iter().map(|c| c.as_str().to_owned()).collect();
+    }
+    pim_telemetry::init(&options)
 }
 
 async fn serve(service: ServiceName) -> anyhow::Result<()> {
     let source = Source::from_env()?;
     let settings = Settings::load(service, &source)?;
-    let guard = telemetry(service.as_str(), &source)?;
+    let guard = telemetry(&[service], &source)?;
     let running = pim_cli::start_service(
         settings,
         HostDeps {
@@ -421,7 +468,7 @@ async fn run_dev(options: DevOptions) -> anyhow::Result<()> {
     if source.raw("PIM_LOG_FORMAT").is_none() {
         source.set("PIM_LOG_FORMAT", "pretty");
     }
-    let guard = telemetry("dev", &source)?;
+    let guard = telemetry(&ServiceName::ALL, &source)?;
     let data_dir = options.data_dir.clone();
     let system = dev::start(options).await?;
     println!("PIM is running (all five services in one process).\n");

@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "pim/approval/v1/approval.proto",
         "pim/notification/v1/notification.proto",
         "pim/audit/v1/audit.proto",
+        "pim/audit/v1/alerts.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -5,6 +5,7 @@
 
 mod access;
 mod activation;
+mod alerts;
 mod announcements;
 mod approval;
 mod audit;
@@ -26,6 +27,7 @@ mod mtls;
 mod notification;
 mod policies;
 mod policy_documents;
+mod redaction;
 mod reviews;
 mod roles;
 mod schedules;

@@ -1,5 +1,12 @@
-//! One trace follows an activation: the activation RPC, the calls it makes to assignment, and
-//! the audit consumer's handling of the resulting event, as received by a real OTLP endpoint.
+//! Telemetry as a collector receives it, over real OTLP/gRPC on loopback:
+//! - one trace follows an activation with approval through activation, assignment, approval,
+//!   notification (the approver's e-mail) and audit, with parent links across every gRPC call
+//!   and stream hop, and each span under its own context's `service.name`;
+//! - the metrics arrive: RPC duration by method and status, the relay's lag, the consumer
+//!   groups' pending entries and lag, activations by status.
+//!
+//! The subscriber and the exporters are process-wide, so both tests share them (and one
+//! receiver) through [`telemetry`].
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,113 +15,351 @@
 #[path = "../it/support.rs"]
 mod support;
 
-use std::time::Duration;
+mod metrics;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::OnceLock,
+    time::Duration,
+};
 
 use pim_config::ServiceName;
-use pim_telemetry::TelemetryOptions;
-use pim_testkit::{ADMIN, Harness, OtlpReceiver};
+use pim_proto::{
+    activation::v1::SubmitRequest,
+    approval::v1::{DecideRequest, Decision},
+    assignment::v1::{
+        ApprovalRule, ApprovalStage, Approver, CreateEligibilityScheduleRequest, PolicyRules,
+        Principal, PrincipalType, SetPolicyRequest, UpsertPrincipalsRequest, approver::Subject,
+    },
+};
+use pim_telemetry::{TelemetryGuard, TelemetryOptions};
+use pim_testkit::{ADMIN, Harness, HarnessOptions, OtlpReceiver, ReceivedSpan, SmtpServer};
+
+/// What spans no context claims are exported as.
+const PROCESS: &str = "pim-trace-test";
+
+pub struct Telemetry {
+    pub receiver: OtlpReceiver,
+    pub guard: TelemetryGuard,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// The process's telemetry, installed once, exporting to a receiver that lives as long as the
+/// process: on a runtime of its own, since each test's runtime ends with the test.
+pub fn telemetry() -> &'static Telemetry {
+    static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+    TELEMETRY.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (receiver, guard) = runtime
+                .block_on(async {
+                    let receiver = OtlpReceiver::start().await?;
+                    let mut options = TelemetryOptions::new(PROCESS);
+                    options.log_filter = "warn".into();
+                    options.log_json = false;
+                    options.otlp_endpoint = Some(receiver.endpoint.clone());
+                    options.metric_interval = Duration::from_millis(300);
+                    options.resource_attributes =
+                        vec![("deployment.environment".into(), "trace-test".into())];
+                    options.contexts = ServiceName::ALL
+                        .iter()
+                        .map(|s| s.as_str().to_owned())
+                        .collect();
+                    let guard = pim_telemetry::init(&options)?;
+                    anyhow::Ok((receiver, guard))
+                })
+                .unwrap();
+            Telemetry {
+                receiver,
+                guard,
+                _runtime: runtime,
+            }
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn service_of(name: &str) -> String {
+    format!("pim-{name}")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_spans_the_activation_rpc_its_assignment_calls_and_the_audit_consumer()
+async fn one_trace_follows_an_activation_with_approval_through_all_five_services()
 -> anyhow::Result<()> {
-    let receiver = OtlpReceiver::start().await?;
-    let telemetry = pim_telemetry::init(&TelemetryOptions {
-        service_name: "pim-trace-test".into(),
-        log_filter: "warn".into(),
-        log_json: false,
-        trace_filter: "info".into(),
-        otlp_endpoint: Some(receiver.endpoint.clone()),
-    })?;
-    let h = Harness::start().await?;
-    support::make_eligible(&h, "alice", "trace-eligible").await?;
-    let alice = h.client(ServiceName::Activation, &h.mfa_token("alice"));
-    let granted = support::activate(&alice, "trace-activate", 30)
-        .await?
-        .request
-        .unwrap_or_default();
+    let telemetry = telemetry();
+    let smtp = SmtpServer::start().await?;
+    let h = Harness::start_with(HarnessOptions {
+        settings: [
+            ("PIM_SMTP_HOST", smtp.host()),
+            ("PIM_SMTP_PORT", smtp.port().to_string()),
+            ("PIM_SMTP_TLS", "none".into()),
+            ("PIM_SMTP_FROM", "PIM <pim@example.test>".into()),
+            ("PIM_DELIVERY_POLL_MS", "25".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        ..Default::default()
+    })
+    .await?;
+    let pending = submit_for_approval(&h).await?;
+    h.client(ServiceName::Approval, &h.token("bob"))
+        .approval()
+        .decide(DecideRequest {
+            case_id: pending.case_id.clone(),
+            decision: Decision::Approve.into(),
+            justification: "incident confirmed".into(),
+        })
+        .await?;
 
+    // The audit record of the submission names the trace; wait until the whole of it is in.
     let audit = h.client(ServiceName::Audit, &h.token(ADMIN));
     let records = support::await_audited(
         &h,
         &audit,
-        &[
-            "assignment.window_provisioned",
-            "activation.request_granted",
-        ],
+        &["activation.request_submitted", "activation.request_granted"],
     )
     .await?;
-    let provisioned = records
+    let trace_id = records
         .iter()
-        .find(|r| r.event_type == "assignment.window_provisioned" && r.correlation_id == granted.id)
-        .unwrap();
-
-    // Find the activation RPC's trace and everything in it, once the exporter has flushed.
-    let spans = h
-        .eventually(Duration::from_secs(30), || {
-            telemetry.flush();
-            let spans = receiver.spans();
-            let consumed = spans.iter().any(|s| {
-                s.name == "assignment.window_provisioned process"
-                    && s.trace_id == provisioned.trace_id
-            });
-            async move { Ok(consumed.then_some(spans)) }
+        .find(|r| {
+            r.event_type == "activation.request_submitted"
+                && r.correlation_id == pending.correlation_id
         })
-        .await?;
-    let submit = spans
-        .iter()
-        .find(|s| s.name == "pim.activation.v1.ActivationService/Submit")
+        .map(|r| r.trace_id.clone())
         .unwrap();
-    let trace: Vec<&str> = spans
-        .iter()
-        .filter(|s| s.trace_id == submit.trace_id)
-        .map(|s| s.name.as_str())
-        .collect();
-    for expected in [
-        "pim.assignment.v1.AssignmentService/CheckEligibility",
-        "pim.assignment.v1.AssignmentInternalService/ProvisionWindow",
-        "assignment.window_provisioned process",
-        "activation.request_granted process",
-    ] {
+    assert!(!trace_id.is_empty(), "the audit record names its trace");
+    let expected = [
+        ("pim.activation.v1.ActivationService/Submit", "activation"),
+        (
+            "pim.assignment.v1.AssignmentService/CheckEligibility",
+            "assignment",
+        ),
+        (
+            "pim.approval.v1.ApprovalInternalService/OpenCase",
+            "approval",
+        ),
+        ("approval.case_opened process", "notification"),
+        ("deliver email", "notification"),
+        ("approval.case_decided process", "activation"),
+        ("activation.advance", "activation"),
+        (
+            "pim.assignment.v1.AssignmentInternalService/ProvisionWindow",
+            "assignment",
+        ),
+        ("assignment.window_provisioned process", "audit"),
+        ("activation.request_granted process", "audit"),
+    ];
+    let trace = h
+        .eventually(Duration::from_secs(30), || {
+            telemetry.guard.flush();
+            let trace: Vec<ReceivedSpan> = telemetry
+                .receiver
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id == trace_id)
+                .collect();
+            let complete = expected.iter().all(|(name, service)| {
+                trace
+                    .iter()
+                    .any(|s| s.name == *name && s.service_name == service_of(service))
+            }) && parents_arrived(&trace);
+            async move { Ok(complete.then_some(trace)) }
+        })
+        .await
+        .map_err(|e| {
+            let names: Vec<String> = telemetry
+                .receiver
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id == trace_id)
+                .map(|s| format!("{} [{}]", s.name, s.service_name))
+                .collect();
+            anyhow::anyhow!("{e}: the trace has {names:#?}")
+        })?;
+
+    let services: HashSet<&str> = trace.iter().map(|s| s.service_name.as_str()).collect();
+    for service in ServiceName::ALL {
         assert!(
-            trace.contains(&expected),
-            "{expected} is not in the activation's trace: {trace:?}"
+            services.contains(service_of(service.as_str()).as_str()),
+            "no span of {service} in the activation's trace: {services:?}"
         );
     }
-    assert_eq!(
-        provisioned.trace_id, submit.trace_id,
-        "the audit record carries the same trace id"
-    );
-    let provision = spans
-        .iter()
-        .find(|s| {
-            s.name == "pim.assignment.v1.AssignmentInternalService/ProvisionWindow"
-                && s.trace_id == submit.trace_id
-        })
-        .unwrap();
-    assert_eq!(
-        provision.parent_span_id, submit.span_id,
-        "assignment's span is a child of the activation RPC"
-    );
-
-    // With approval, the request's trace goes on through the approver's decision: the case's
-    // events, the provisioning the decision causes and its audit record all carry it.
-    approval_continues_the_trace(&h).await?;
+    assert_every_span_is_its_services(&trace);
+    assert_parent_links(&trace);
+    assert_semantic_conventions(&trace);
     h.stop().await;
-    telemetry.shutdown();
     Ok(())
 }
 
-async fn approval_continues_the_trace(h: &Harness) -> anyhow::Result<()> {
-    use pim_proto::{
-        activation::v1::SubmitRequest,
-        approval::v1::{DecideRequest, Decision},
-        assignment::v1::{
-            ApprovalRule, ApprovalStage, Approver, CreateEligibilityScheduleRequest, PolicyRules,
-            SetPolicyRequest, approver::Subject,
-        },
-    };
+/// Every span's parent (but the root's) has arrived too.
+fn parents_arrived(trace: &[ReceivedSpan]) -> bool {
+    let ids: HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+    trace
+        .iter()
+        .all(|s| s.parent_span_id.is_empty() || ids.contains(s.parent_span_id.as_str()))
+}
+
+fn by_id(trace: &[ReceivedSpan]) -> HashMap<&str, &ReceivedSpan> {
+    trace.iter().map(|s| (s.span_id.as_str(), s)).collect()
+}
+
+fn one<'a>(trace: &'a [ReceivedSpan], name: &str, service: &str) -> &'a ReceivedSpan {
+    trace
+        .iter()
+        .find(|s| s.name == name && s.service_name == service_of(service))
+        .unwrap_or_else(|| panic!("no {name} span of {service}"))
+}
+
+/// Server spans are the serving context's, consumer spans the consuming context's, steps
+/// and deliveries the context doing them: none is left to the process's name.
+fn assert_every_span_is_its_services(trace: &[ReceivedSpan]) {
+    for span in trace {
+        assert_ne!(span.service_name, PROCESS, "{} has no context", span.name);
+        let claimed = match span.kind.as_str() {
+            "SPAN_KIND_SERVER" => span.attributes.get("pim.service"),
+            "SPAN_KIND_CONSUMER" => span.attributes.get("messaging.consumer.group.name"),
+            _ => None,
+        };
+        if let Some(context) = claimed {
+            assert_eq!(span.service_name, service_of(context), "{}", span.name);
+        }
+    }
+    assert_eq!(
+        one(trace, "deliver email", "notification").kind,
+        "SPAN_KIND_CLIENT"
+    );
+}
+
+/// gRPC hops: a server span's parent is the caller's span, in the caller's service. Stream
+/// hops: a consumer span's parent is the span that wrote the event, in the producer's.
+fn assert_parent_links(trace: &[ReceivedSpan]) {
+    let spans = by_id(trace);
+    let submit = one(
+        trace,
+        "pim.activation.v1.ActivationService/Submit",
+        "activation",
+    );
+    assert!(submit.parent_span_id.is_empty(), "Submit starts the trace");
+    for name in [
+        "pim.assignment.v1.AssignmentService/CheckEligibility",
+        "pim.approval.v1.ApprovalInternalService/OpenCase",
+    ] {
+        let service = if name.contains("approval") {
+            "approval"
+        } else {
+            "assignment"
+        };
+        assert_eq!(
+            one(trace, name, service).parent_span_id,
+            submit.span_id,
+            "{name} is a child of the activation RPC"
+        );
+    }
+    let provision = one(
+        trace,
+        "pim.assignment.v1.AssignmentInternalService/ProvisionWindow",
+        "assignment",
+    );
+    let step = spans[provision.parent_span_id.as_str()];
+    assert_eq!(
+        (step.name.as_str(), step.service_name.as_str()),
+        ("activation.advance", "pim-activation"),
+        "provisioning is a child of activation's step after the decision"
+    );
+    for consumer in trace.iter().filter(|s| s.kind == "SPAN_KIND_CONSUMER") {
+        let producer = &consumer.attributes["event.producer"];
+        let parent = spans[consumer.parent_span_id.as_str()];
+        assert_eq!(
+            parent.service_name,
+            service_of(producer),
+            "{} [{}] continues the producer's span, not {} [{}]",
+            consumer.name,
+            consumer.service_name,
+            parent.name,
+            parent.service_name
+        );
+    }
+    let delivery = one(trace, "deliver email", "notification");
+    let cause = spans[delivery.parent_span_id.as_str()];
+    assert_eq!(
+        (cause.name.as_str(), cause.service_name.as_str()),
+        ("approval.case_opened process", "pim-notification"),
+        "the approver's e-mail continues the event that asked for it"
+    );
+    // The decision is bob's own call: the step it causes links to it.
+    let decided = one(trace, "approval.case_decided", "approval");
+    assert_eq!(decided.links.len(), 1, "the decision step links to Decide");
+}
+
+fn assert_semantic_conventions(trace: &[ReceivedSpan]) {
+    let submit = one(
+        trace,
+        "pim.activation.v1.ActivationService/Submit",
+        "activation",
+    );
+    for (key, value) in [
+        ("rpc.system.name", "grpc"),
+        ("rpc.method", "pim.activation.v1.ActivationService/Submit"),
+        ("rpc.response.status_code", "OK"),
+    ] {
+        assert_eq!(
+            submit.attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    let consumed = one(trace, "activation.request_granted process", "audit");
+    for (key, value) in [
+        ("messaging.system", "redis"),
+        ("messaging.operation.type", "process"),
+        ("messaging.destination.name", "events:activation"),
+        ("messaging.consumer.group.name", "audit"),
+    ] {
+        assert_eq!(
+            consumed.attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    let delivery = one(trace, "deliver email", "notification");
+    assert_eq!(
+        delivery
+            .attributes
+            .get("pim.notification.outcome")
+            .map(String::as_str),
+        Some("delivered")
+    );
+}
+
+/// Bob approves Security Reader for carol; both have mail addresses, so bob is mailed.
+async fn submit_for_approval(
+    h: &Harness,
+) -> anyhow::Result<pim_proto::activation::v1::ActivationRequest> {
     let role = pim_client::roles::SECURITY_READER;
     let admin = h.client(ServiceName::Assignment, &h.mfa_token(ADMIN));
+    admin
+        .assignment()
+        .upsert_principals(UpsertPrincipalsRequest {
+            principals: ["bob", "carol"]
+                .iter()
+                .map(|id| Principal {
+                    id: (*id).into(),
+                    r#type: PrincipalType::User.into(),
+                    display_name: (*id).into(),
+                    email: format!("{id}@example.test"),
+                    enabled: true,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await?;
     admin
         .assignment()
         .set_policy(SetPolicyRequest {
@@ -151,8 +396,7 @@ async fn approval_continues_the_trace(h: &Harness) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-    let pending = h
-        .client(ServiceName::Activation, &h.mfa_token("carol"))
+    Ok(h.client(ServiceName::Activation, &h.mfa_token("carol"))
         .activation()
         .submit(SubmitRequest {
             role_id: role.into(),
@@ -161,57 +405,5 @@ async fn approval_continues_the_trace(h: &Harness) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .request
-        .unwrap_or_default();
-    h.client(ServiceName::Approval, &h.token("bob"))
-        .approval()
-        .decide(DecideRequest {
-            case_id: pending.case_id.clone(),
-            decision: Decision::Approve.into(),
-            justification: "incident confirmed".into(),
-        })
-        .await?;
-    let expected = [
-        (
-            "activation.request_submitted",
-            pending.correlation_id.as_str(),
-        ),
-        ("approval.case_opened", pending.id.as_str()),
-        ("approval.case_decided", pending.id.as_str()),
-        (
-            "activation.request_granted",
-            pending.correlation_id.as_str(),
-        ),
-        ("assignment.window_provisioned", pending.id.as_str()),
-    ];
-    let audit = h.client(ServiceName::Audit, &h.token(ADMIN));
-    let records = h
-        .eventually(Duration::from_secs(30), || async {
-            let records = support::audit_records(&audit).await?;
-            // Audit reads five streams independently, so the records of one
-            // request arrive in no fixed order: wait for every one we check.
-            let done = expected.iter().all(|(event_type, correlation)| {
-                records
-                    .iter()
-                    .any(|r| r.event_type == *event_type && r.correlation_id == *correlation)
-            });
-            Ok(done.then_some(records))
-        })
-        .await?;
-    let trace_of = |event_type: &str, correlation: &str| {
-        records
-            .iter()
-            .find(|r| r.event_type == event_type && r.correlation_id == correlation)
-            .map(|r| r.trace_id.clone())
-            .unwrap_or_else(|| panic!("no {event_type} record for {correlation}"))
-    };
-    let submitted = trace_of("activation.request_submitted", &pending.correlation_id);
-    assert!(!submitted.is_empty());
-    for (event_type, correlation) in &expected[1..] {
-        assert_eq!(
-            trace_of(event_type, correlation),
-            submitted,
-            "{event_type} continues the submission's trace"
-        );
-    }
-    Ok(())
+        .unwrap_or_default())
 }

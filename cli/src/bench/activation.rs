@@ -189,6 +189,16 @@ impl Pim {
     /// Starts all five contexts, each on a database of its own, in dev mode with this run's
     /// HS256 key, the bench's clock and `settings` over the defaults.
     pub(super) async fn start(&mut self, settings: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.start_only(&ServiceName::ALL, settings).await
+    }
+
+    /// Starts only `services`, as [`Pim::start`] does; the others' URLs stay unreachable. For
+    /// suites that measure one consumer without the others consuming the same events beside it.
+    pub(super) async fn start_only(
+        &mut self,
+        services: &[ServiceName],
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let mut base = Source::from_pairs([
             ("PIM_AUTH_DEV_MODE", "true"),
             ("PIM_LOG", "warn"),
@@ -201,7 +211,7 @@ impl Pim {
             base.set(*key, *value);
         }
         let mut listeners = Vec::new();
-        for service in ServiceName::ALL {
+        for service in services.iter().copied() {
             let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
             base.set(
                 service.url_key(),
@@ -249,7 +259,16 @@ impl Pim {
             .ok_or_else(|| anyhow::anyhow!("{service} is not running"))
     }
 
-    fn url(&self, service: ServiceName) -> anyhow::Result<String> {
+    pub(super) fn redis_url(&self) -> &str {
+        &self.redis_url
+    }
+
+    /// The Redis stream `producer` publishes to in this run.
+    pub(super) fn stream(&self, producer: ServiceName) -> String {
+        pim_events::stream_key(&self.prefix, producer.as_str())
+    }
+
+    pub(super) fn url(&self, service: ServiceName) -> anyhow::Result<String> {
         self.services
             .iter()
             .find(|s| s.name == service)

@@ -24,7 +24,9 @@ use pim_proto::{
         assignment_internal_service_client::AssignmentInternalServiceClient,
         assignment_service_client::AssignmentServiceClient,
     },
-    audit::v1::audit_service_client::AuditServiceClient,
+    audit::v1::{
+        alert_service_client::AlertServiceClient, audit_service_client::AuditServiceClient,
+    },
     events::v1::event_replay_service_client::EventReplayServiceClient,
     notification::v1::notification_service_client::NotificationServiceClient,
 };
@@ -172,6 +174,10 @@ impl PimClient {
 
     pub fn audit(&self) -> AuditServiceClient<AuthorizedChannel> {
         AuditServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+    }
+
+    pub fn alerts(&self) -> AlertServiceClient<AuthorizedChannel> {
+        AlertServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
     }
 
     pub fn notification(&self) -> NotificationServiceClient<AuthorizedChannel> {

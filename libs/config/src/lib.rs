@@ -217,6 +217,11 @@ pub const REFERENCE: &[KeyDoc] = &[
         doc: "Audit only: purge records older than this many days, keeping a signed checkpoint at the cut; 0 keeps everything.",
     },
     KeyDoc {
+        key: "PIM_ALERTS_DISABLED",
+        default: "",
+        doc: "Audit only: comma-separated security alert ids (docs/alerts.md) that are disabled until an admin configures them; every alert is enabled otherwise.",
+    },
+    KeyDoc {
         key: "PIM_FAULT_POINTS",
         default: "",
         doc: "Testing only: comma-separated points where a flow stops as if the process crashed there. Never set in production.",

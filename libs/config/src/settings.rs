@@ -211,6 +211,8 @@ pub struct AuditSettings {
     pub retention_days: Option<u32>,
     /// Hex public keys of earlier signing keys, trusted for the checkpoints they signed.
     pub previous_public_keys: Vec<String>,
+    /// Security alerts that start disabled, until an admin configures them.
+    pub alerts_disabled: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -330,6 +332,7 @@ impl Settings {
                     days => Some(days),
                 },
                 previous_public_keys: list(source, "PIM_AUDIT_PREVIOUS_PUBLIC_KEYS"),
+                alerts_disabled: list(source, "PIM_ALERTS_DISABLED"),
             },
             peer_urls: ServiceName::ALL
                 .into_iter()

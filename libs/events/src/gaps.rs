@@ -6,6 +6,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use pim_telemetry::metrics::KeyValue;
 use sea_orm::ConnectionTrait;
 use tokio_util::sync::CancellationToken;
 
@@ -107,6 +108,19 @@ impl GapFiller {
                         }
                         tracing::error!(event_id = %event.id, error = ?e, "replayed event dead-lettered");
                         self.inbox.dead_lettered(&event).await?;
+                        pim_telemetry::metrics::DEAD_LETTERS.add(
+                            1,
+                            &[
+                                KeyValue::new(
+                                    "messaging.destination.name",
+                                    format!("events:{}", self.producer),
+                                ),
+                                KeyValue::new(
+                                    "messaging.consumer.group.name",
+                                    self.inbox.consumer().to_owned(),
+                                ),
+                            ],
+                        );
                         self.attempts.remove(&event.id);
                     }
                 }

@@ -73,6 +73,11 @@ impl Inbox {
         &self.clock
     }
 
+    /// The consuming context.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
     /// Applies `event` once: records its id and runs the handler in one transaction.
     pub async fn apply(&self, event: &Event) -> anyhow::Result<Applied> {
         let span = self.span(event);
@@ -126,14 +131,19 @@ impl Inbox {
             otel.name = %format!("{} process", event.r#type),
             otel.kind = "consumer",
             messaging.system = "redis",
-            messaging.operation = "process",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            // The logical stream, without the deployment's PIM_STREAM_PREFIX.
+            messaging.destination.name = %format!("events:{}", event.producer),
+            messaging.consumer.group.name = %self.consumer,
+            messaging.message.id = %event.id,
             pim.consumer = %self.consumer,
             event.id = %event.id,
             event.r#type = %event.r#type,
             event.producer = %event.producer,
             event.sequence = event.sequence,
         );
-        pim_telemetry::set_parent_from(&span, &trace_of(event));
+        pim_telemetry::set_parent_from(&span, &trace_of(event), &self.consumer);
         span
     }
 

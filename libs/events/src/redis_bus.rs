@@ -8,6 +8,9 @@ use std::{collections::HashMap, time::Duration};
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use pim_proto::events::v1::Event;
+use pim_telemetry::metrics::{
+    DEAD_LETTERS, KeyValue, STREAM_CONSUMER_LAG, STREAM_CONSUMER_PENDING,
+};
 use prost::Message as _;
 use redis::{
     AsyncCommands as _, RedisResult, Value,
@@ -20,6 +23,9 @@ use redis::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{Inbox, Publisher};
+
+/// How often a consumer reports its group's lag and pending entries.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection manager that never times out a blocking read on its own.
 pub(crate) async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
@@ -182,7 +188,12 @@ impl RedisConsumer {
     /// Consumes until cancelled: new entries, and every `reclaim_idle` the stuck ones.
     pub async fn run(self, cancel: CancellationToken) {
         let mut last_reclaim = tokio::time::Instant::now();
+        let mut last_probe = tokio::time::Instant::now() - PROBE_EVERY;
         while !cancel.is_cancelled() {
+            if last_probe.elapsed() >= PROBE_EVERY {
+                last_probe = tokio::time::Instant::now();
+                self.probe().await;
+            }
             let outcome = tokio::select! {
                 () = cancel.cancelled() => break,
                 outcome = self.consume_new() => outcome,
@@ -197,6 +208,33 @@ impl RedisConsumer {
                     self.recover(&e).await;
                 }
             }
+        }
+    }
+
+    /// `messaging.*` attributes of this consumer's metrics.
+    fn attributes(&self) -> [KeyValue; 2] {
+        [
+            KeyValue::new("messaging.destination.name", self.stream.clone()),
+            KeyValue::new("messaging.consumer.group.name", self.options.group.clone()),
+        ]
+    }
+
+    /// Records the group's lag (entries not yet delivered to it) and pending entries.
+    async fn probe(&self) {
+        let mut redis = self.redis.clone();
+        let info: RedisResult<StreamInfoGroupsReply> = redis.xinfo_groups(&self.stream).await;
+        let Some(group) = info.ok().and_then(|info| {
+            info.groups
+                .into_iter()
+                .find(|g| g.name == self.options.group)
+        }) else {
+            return;
+        };
+        let attributes = self.attributes();
+        STREAM_CONSUMER_PENDING.record(group.pending as i64, &attributes);
+        // Redis cannot always tell (after a trim, say); no value is better than a wrong one.
+        if let Some(lag) = group.lag {
+            STREAM_CONSUMER_LAG.record(lag as i64, &attributes);
         }
     }
 
@@ -313,6 +351,7 @@ impl RedisConsumer {
         if let Some(event) = event {
             self.inbox.dead_lettered(event).await?;
         }
+        DEAD_LETTERS.add(1, &self.attributes());
         tracing::error!(stream = %self.stream, entry = %entry.id, "entry moved to the dead-letter stream");
         Ok(())
     }

@@ -8,11 +8,18 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use pim_proto::events::v1::Event;
+use pim_telemetry::metrics::{KeyValue, OUTBOX_BACKLOG, OUTBOX_RELAY_LAG};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Outbox, outbox::stamp};
+use crate::{
+    Outbox,
+    outbox::{millis, stamp},
+};
 use pim_db::stmt;
+
+/// How often the leading relay reports its producer's backlog.
+const BACKLOG_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Where published events go.
 pub trait Publisher: Send + Sync + 'static {
@@ -81,6 +88,7 @@ impl Relay {
         let mut leader = None;
         let mut last_housekeeping = tokio::time::Instant::now();
         let mut backoff = self.options.poll;
+        let mut last_probe = tokio::time::Instant::now() - BACKLOG_PROBE_EVERY;
         while !cancel.is_cancelled() {
             if self.db.get_database_backend() == DatabaseBackend::Postgres && leader.is_none() {
                 match self.try_lead().await {
@@ -91,6 +99,11 @@ impl Relay {
                     }
                     Err(e) => tracing::warn!(error = ?e, "relay election failed"),
                 }
+            }
+            // Only the leader gets here, so one replica reports the producer's backlog.
+            if last_probe.elapsed() >= BACKLOG_PROBE_EVERY {
+                last_probe = tokio::time::Instant::now();
+                self.probe_backlog().await;
             }
             let result = self.step().await;
             match result {
@@ -173,6 +186,15 @@ impl Relay {
             .publish(&events)
             .await
             .context("publishing")?;
+        let now = self.outbox.clock().now_millis();
+        let producer = [KeyValue::new(
+            "pim.producer",
+            self.outbox.producer().to_owned(),
+        )];
+        for event in &events {
+            let lag_ms = now - millis(event.occurred_at.as_ref());
+            OUTBOX_RELAY_LAG.record(lag_ms.max(0) as f64 / 1000.0, &producer);
+        }
         self.db
             .execute_raw(stmt(
                 &self.db,
@@ -240,6 +262,33 @@ impl Relay {
         }
         txn.commit().await?;
         Ok((published, last + assigned))
+    }
+
+    /// Records how many committed events are not yet published.
+    async fn probe_backlog(&self) {
+        let producer = self.outbox.producer().to_owned();
+        let counted = async {
+            // Rows waiting for a sequence (a partial index), plus those sequenced and not yet
+            // published (two counters): no scan of the replay window.
+            let row = self
+                .db
+                .query_one_raw(stmt(
+                    &self.db,
+                    "SELECT (SELECT COUNT(*) FROM outbox WHERE sequence IS NULL) + COALESCE((\
+                       SELECT last_sequence - published_sequence FROM relay_state \
+                       WHERE producer = $1), 0) AS n",
+                    [producer.clone().into()],
+                ))
+                .await?;
+            anyhow::Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?)
+        };
+        match counted.await {
+            Ok(Some(backlog)) => {
+                OUTBOX_BACKLOG.record(backlog, &[KeyValue::new("pim.producer", producer)])
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = ?e, "counting the outbox backlog failed"),
+        }
     }
 
     /// Drops published rows older than the replay window, and trims the stream.

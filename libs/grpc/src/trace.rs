@@ -1,8 +1,13 @@
-//! One span per RPC, continuing the caller's W3C trace, and a request id on every request.
+//! One span per RPC, continuing the caller's W3C trace, a request id on every request, and the
+//! `rpc.server.call.duration` metric (rate, errors and duration per method).
 
-use std::task::{Context, Poll};
+use std::{
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use futures_util::future::BoxFuture;
+use pim_telemetry::metrics::{KeyValue, RPC_SERVER_DURATION};
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
@@ -52,6 +57,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
         let request_id = match request
             .headers()
             .get(REQUEST_ID)
@@ -63,24 +69,129 @@ where
         if let Ok(value) = http::HeaderValue::from_str(&request_id) {
             request.headers_mut().insert(REQUEST_ID, value);
         }
-        let path = request.uri().path();
-        let (rpc_service, rpc_method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or((path, ""));
+        let method = method_of(request.uri().path());
         let span = tracing::info_span!(
             "grpc.server",
-            otel.name = %path.trim_start_matches('/'),
+            otel.name = %method,
             otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %rpc_service,
-            rpc.method = %rpc_method,
+            otel.status_code = tracing::field::Empty,
+            rpc.system.name = "grpc",
+            rpc.method = %method,
+            rpc.response.status_code = tracing::field::Empty,
             pim.service = self.service,
             request_id = %request_id,
         );
-        pim_telemetry::set_parent_from_http(&span, request.headers());
+        pim_telemetry::set_parent_from_http(&span, request.headers(), self.service);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(inner.call(request).instrument(span))
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let result = inner.call(request).await;
+                let code = match &result {
+                    Ok(response) => status_of(response.headers()),
+                    Err(_) => tonic::Code::Unknown,
+                };
+                let name = code_name(code);
+                recorded.record("rpc.response.status_code", name);
+                if is_server_error(code) {
+                    recorded.record("otel.status_code", "ERROR");
+                }
+                RPC_SERVER_DURATION.record(
+                    started.elapsed().as_secs_f64(),
+                    &[
+                        KeyValue::new("rpc.system.name", "grpc"),
+                        KeyValue::new("rpc.method", method),
+                        KeyValue::new("rpc.response.status_code", name),
+                    ],
+                );
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// `package.Service/Method`, or `_OTHER` for a path that names no method: the metric's
+/// attribute must stay a bounded set whatever a caller sends.
+fn method_of(path: &str) -> String {
+    match path.trim_start_matches('/').split_once('/') {
+        Some((service, method))
+            if !service.is_empty()
+                && !method.is_empty()
+                && !method.contains('/')
+                && path.len() <= 200 =>
+        {
+            format!("{service}/{method}")
+        }
+        _ => "_OTHER".to_owned(),
+    }
+}
+
+/// The status of a unary answer: an error travels in the headers (trailers-only); a success
+/// has its OK in the trailers, after the message.
+fn status_of(headers: &http::HeaderMap) -> tonic::Code {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+/// The semantic conventions' server errors; the others are the caller's.
+fn is_server_error(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+    )
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_named_in_full_and_junk_paths_are_one_value() {
+        assert_eq!(
+            method_of("/pim.activation.v1.ActivationService/Submit"),
+            "pim.activation.v1.ActivationService/Submit"
+        );
+        assert_eq!(method_of("/"), "_OTHER");
+        assert_eq!(method_of("/a/b/c"), "_OTHER");
+        assert_eq!(method_of(&format!("/s/{}", "x".repeat(300))), "_OTHER");
+    }
+
+    #[test]
+    fn the_status_comes_from_the_headers_or_is_ok() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(status_of(&headers), tonic::Code::Ok);
+        headers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        assert_eq!(code_name(status_of(&headers)), "NOT_FOUND");
+        assert!(is_server_error(tonic::Code::Internal));
+        assert!(!is_server_error(tonic::Code::PermissionDenied));
     }
 }

@@ -187,7 +187,9 @@ pub async fn start<S: ContextService>(
                 groups,
             )
             .await?;
-            tracker.spawn(
+            spawn_in(
+                &tracker,
+                name,
                 Relay::new(
                     db.clone(),
                     outbox.clone(),
@@ -214,7 +216,7 @@ pub async fn start<S: ContextService>(
                         },
                     )
                     .await?;
-                    tracker.spawn(consumer.run(cancel.clone()));
+                    spawn_in(&tracker, name, consumer.run(cancel.clone()));
                     let client = peers.get(producer).replay();
                     let source = GrpcReplaySource::new(move |request| {
                         let mut client = client.clone();
@@ -233,13 +235,15 @@ pub async fn start<S: ContextService>(
                         events.gap_check,
                         events.max_attempts,
                     );
-                    tracker.spawn(filler.run(cancel.clone()));
+                    spawn_in(&tracker, name, filler.run(cancel.clone()));
                 }
             }
         }
         (None, Some(bus)) => {
             bus.register(name, OutboxReplaySource::new(db.clone(), outbox.clone()));
-            tracker.spawn(
+            spawn_in(
+                &tracker,
+                name,
                 Relay::new(db.clone(), outbox.clone(), Arc::new(()), relay_options)
                     .run(cancel.clone()),
             );
@@ -256,7 +260,7 @@ pub async fn start<S: ContextService>(
                         Duration::from_millis(25),
                         events.max_attempts,
                     );
-                    tracker.spawn(filler.run(cancel.clone()));
+                    spawn_in(&tracker, name, filler.run(cancel.clone()));
                 }
             }
         }
@@ -320,6 +324,15 @@ pub async fn start<S: ContextService>(
         tracker,
         drain: settings.grpc.drain,
     })
+}
+
+/// Spawns a background task of context `name`: the spans it starts without a parent (a relay
+/// step, a replayed event) are exported as that context's.
+fn spawn_in<F>(tracker: &TaskTracker, name: ServiceName, task: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tracker.spawn(pim_telemetry::in_service(name.as_str(), task));
 }
 
 /// SERVING only while the database and the bus answer.

@@ -38,20 +38,29 @@ pub fn current_trace_id() -> String {
     }
 }
 
-/// Makes `span` a child of the context carried by an event envelope.
-pub fn set_parent_from(span: &tracing::Span, trace: &TraceContext) {
+/// Makes `span` a child of the context carried by an event envelope, as part of `service`
+/// (see [`crate::in_service`]). Without a carried context it starts a trace of its own.
+pub fn set_parent_from(span: &tracing::Span, trace: &TraceContext, service: &str) {
+    let cx = crate::routing::scoped(extract(trace), service);
+    if let Err(e) = span.set_parent(cx) {
+        tracing::debug!(error = %e, "could not set the parent of a span");
+    }
+}
+
+fn extract(trace: &TraceContext) -> opentelemetry::Context {
     if trace.traceparent.is_empty() {
-        return;
+        return opentelemetry::Context::new();
     }
     let mut carrier = HashMap::new();
     carrier.insert("traceparent".to_owned(), trace.traceparent.clone());
     if !trace.tracestate.is_empty() {
         carrier.insert("tracestate".to_owned(), trace.tracestate.clone());
     }
-    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-    if let Err(e) = span.set_parent(cx) {
-        tracing::debug!(error = %e, "could not set the parent of a span");
-    }
+    // From an empty context: the span continues the carried trace and nothing of the code
+    // that happens to run it.
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract_with_context(&opentelemetry::Context::new(), &carrier)
+    })
 }
 
 /// A span that resumes a request's own trace (stored with the request), linked to the current
@@ -65,16 +74,24 @@ pub fn resume(trace: &TraceContext, step: &str) -> tracing::Span {
         .span_context()
         .clone();
     let span = tracing::info_span!("resume", otel.name = %step);
-    set_parent_from(&span, trace);
+    // It belongs to the context doing the step, not to whichever started the trace.
+    let mut cx = extract(trace);
+    if let Some(scope) = crate::routing::current_scope() {
+        cx = cx.with_value(scope);
+    }
+    if let Err(e) = span.set_parent(cx) {
+        tracing::debug!(error = %e, "could not resume a request's trace");
+    }
     if caused_by.is_valid() {
         span.add_link(caused_by);
     }
     span
 }
 
-/// Makes `span` continue the trace of an incoming gRPC request.
-pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
-    if let Err(e) = span.set_parent(extract_from_http(headers)) {
+/// Makes `span` continue the trace of an incoming gRPC request served by `service`.
+pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap, service: &str) {
+    let cx = crate::routing::scoped(extract_from_http(headers), service);
+    if let Err(e) = span.set_parent(cx) {
         tracing::debug!(error = %e, "could not continue the caller's trace");
     }
 }
@@ -89,7 +106,9 @@ fn extract_from_http(headers: &http::HeaderMap) -> opentelemetry::Context {
             self.0.keys().map(http::HeaderName::as_str).collect()
         }
     }
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)))
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract_with_context(&opentelemetry::Context::new(), &Headers(headers))
+    })
 }
 
 /// Writes the current span's context into outgoing gRPC metadata.

@@ -18,7 +18,7 @@ pub use harness::{
     TLS_CA, TLS_CERT, TLS_KEY, client_tls, start_service,
 };
 pub use jwks_server::{ISSUER_KID, JwksServer};
-pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 pub use postgres::TestDatabase;
 pub use redis_keys::RedisKeys;
 pub use redis_server::RedisServer;

@@ -36,13 +36,16 @@ impl ContextService for Activation {
             faults: flow::Faults::new(ctx.settings.fault_points.clone()),
         };
         let approved = Arc::new(Notify::new());
-        tokio::spawn(timers::expire(flow.clone(), ctx.settings.timer_interval));
-        tokio::spawn(timers::reconcile(
+        let every = ctx.settings.timer_interval;
+        let expire = timers::expire(flow.clone(), every);
+        tokio::spawn(pim_telemetry::in_service("activation", expire));
+        let reconcile = timers::reconcile(
             flow.clone(),
             approved.clone(),
-            ctx.settings.timer_interval,
+            every,
             ctx.settings.reconcile_after,
-        ));
+        );
+        tokio::spawn(pim_telemetry::in_service("activation", reconcile));
         let consumer = consumer::Consumer {
             store,
             outbox: ctx.outbox.clone(),

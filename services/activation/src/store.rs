@@ -423,6 +423,7 @@ async fn insert(
     .by(&r.principal_id)
     .correlated(r.correlation_id.clone());
     outbox.enqueue(txn, event).await?;
+    count_status(r.status());
     Ok(())
 }
 
@@ -484,7 +485,15 @@ pub async fn transition_in(
         event = event.by(actor);
     }
     outbox.enqueue(conn, event).await?;
+    count_status(change.status);
     Ok(Some(moved))
+}
+
+/// `pim.activation.requests`: counted as the status is written, inside its transaction.
+fn count_status(status: RequestStatus) {
+    let status =
+        pim_telemetry::metrics::KeyValue::new("pim.activation.status", status_text(status));
+    pim_telemetry::metrics::ACTIVATION_REQUESTS.add(1, &[status]);
 }
 
 async fn append_history(

@@ -424,6 +424,9 @@ async fn write(
             case: Some(after.to_proto()),
             stage: *stage,
         };
+        if *event_type == "approval.case_decided" {
+            record_time_to_decision(&payload);
+        }
         let mut event = NewEvent::new(*event_type, after.id.clone(), pim_proto::pack(&payload))
             .correlated(after.request_id.clone());
         if !actor.is_empty() {
@@ -434,6 +437,24 @@ async fn write(
         outbox.enqueue(txn, event).instrument(span).await?;
     }
     Ok(after)
+}
+
+/// `pim.approval.time_to_decision`: from the case's opening to its decision, by outcome.
+fn record_time_to_decision(changed: &CaseChanged) {
+    let Some(case) = &changed.case else { return };
+    let (Some(opened), Some(decided)) = (&case.opened_at, &case.decided_at) else {
+        return;
+    };
+    let millis =
+        pim_proto::millis_from_timestamp(decided) - pim_proto::millis_from_timestamp(opened);
+    let outcome = crate::domain::status_word(case.status());
+    pim_telemetry::metrics::APPROVAL_TIME_TO_DECISION.record(
+        millis.max(0) as f64 / 1000.0,
+        &[pim_telemetry::metrics::KeyValue::new(
+            "pim.approval.outcome",
+            outcome,
+        )],
+    );
 }
 
 /// The approvers' inbox holds exactly who the current stage awaits; the current stage's

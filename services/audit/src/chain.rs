@@ -10,13 +10,14 @@ use pim_proto::audit::v1::{ChainBreak, CheckpointSigned, RecordsPurged};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use crate::{
-    record::GENESIS_HASH,
+    record::{ChainedRecord, GENESIS_HASH},
     signing::{CheckpointSigner, CheckpointVerifier},
     store::{self, StoredCheckpoint},
     verify::{Break, ChainCheck},
 };
 
-const BATCH: u64 = 1000;
+/// Records read at a time: large enough that a round trip is a small part of a batch.
+const BATCH: u64 = 2000;
 
 /// The outcome of verifying a range.
 #[derive(Debug, Clone)]
@@ -66,26 +67,51 @@ pub async fn verify_range(
         }
     };
     let mut check = ChainCheck::new(signer, from, anchor);
-    let mut next = from;
+    let mut batch = read_batch(db, from, to).await?;
     let result = loop {
-        let batch = store::range(db, next, to, BATCH).await?;
-        let Some(last) = batch.last() else {
+        let (records, checkpoints) = batch;
+        let Some(last) = records.last().map(|r| r.content.sequence) else {
             break check.finish(to);
         };
-        let last = last.content.sequence;
-        check.expect_checkpoints(store::checkpoints(db, next, last, u64::MAX).await?);
-        if let Err(broken) = batch.iter().try_for_each(|record| check.feed(record)) {
+        check.expect_checkpoints(checkpoints);
+        let next = last + 1;
+        // The next batch is read while this one is hashed, so the database's work and ours
+        // overlap instead of taking turns.
+        let (fetched, checked) = tokio::join!(
+            async {
+                match next > to {
+                    true => Ok((Vec::new(), Vec::new())),
+                    false => read_batch(db, next, to).await,
+                }
+            },
+            async { records.iter().try_for_each(|record| check.feed(record)) },
+        );
+        if let Err(broken) = checked {
             break Err(broken);
         }
-        next = last + 1;
         if next > to {
             break check.finish(to);
         }
+        batch = fetched?;
     };
     outcome.broken = result.err();
     outcome.records_checked = check.records_checked;
     outcome.checkpoints_checked = check.checkpoints_checked;
     Ok(outcome)
+}
+
+/// Records from `from` (at most [`BATCH`], up to `to`) and the checkpoints among them.
+async fn read_batch(
+    db: &impl ConnectionTrait,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<(Vec<ChainedRecord>, Vec<StoredCheckpoint>)> {
+    let records = store::range(db, from, to, BATCH).await?;
+    let checkpoints = match records.last() {
+        Some(last) => store::checkpoints(db, from, last.content.sequence, u64::MAX).await?,
+        None => Vec::new(),
+    };
+    Ok((records, checkpoints))
 }
 
 /// The hash that the record at `from` must follow.

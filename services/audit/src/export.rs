@@ -1,6 +1,8 @@
 //! Rendering records for export, exactly as `docs/audit-format.md` describes: CSV (RFC 4180,
 //! every field quoted, CRLF) or JSON Lines, with the chain fields, and checkpoints as JSON Lines.
 
+use std::borrow::Cow;
+
 use pim_proto::audit::v1::Checkpoint;
 use serde_json::{Map, Value};
 
@@ -26,9 +28,9 @@ pub fn header(format: Format) -> String {
 
 /// Appends one record to `out`.
 pub fn render(format: Format, record: &ChainedRecord, out: &mut String) {
-    let mut values: Vec<String> = record.content.fields().to_vec();
-    values.push(record.prev_hash.clone());
-    values.push(record.hash.clone());
+    let mut values = record.content.field_texts().to_vec();
+    values.push(Cow::Borrowed(&record.prev_hash));
+    values.push(Cow::Borrowed(&record.hash));
     match format {
         Format::Csv => {
             for (i, value) in values.iter().enumerate() {
@@ -36,7 +38,11 @@ pub fn render(format: Format, record: &ChainedRecord, out: &mut String) {
                     out.push(',');
                 }
                 out.push('"');
-                out.push_str(&value.replace('"', "\"\""));
+                if value.contains('"') {
+                    out.push_str(&value.replace('"', "\"\""));
+                } else {
+                    out.push_str(value);
+                }
                 out.push('"');
             }
             out.push_str("\r\n");
@@ -47,7 +53,7 @@ pub fn render(format: Format, record: &ChainedRecord, out: &mut String) {
                 let value = match *column {
                     "sequence" => Value::from(record.content.sequence),
                     "producer_sequence" => Value::from(record.content.producer_sequence),
-                    _ => Value::String(value),
+                    _ => Value::String(value.into_owned()),
                 };
                 object.insert((*column).to_owned(), value);
             }

@@ -7,23 +7,33 @@ use pim_events::{EventHandler, HandlerFuture};
 use pim_proto::events::v1::Event;
 use sea_orm::DatabaseTransaction;
 
-use crate::{extract::content_of, store};
+use crate::{alerts::Alerting, extract::content_of, store};
 
 pub struct Recorder {
     clock: SharedClock,
+    /// Where the alerts a record raises or resolves go: audit's own outbox.
+    alerting: Alerting,
 }
 
 impl Recorder {
-    pub fn new(clock: SharedClock) -> Self {
-        Self { clock }
+    pub fn new(clock: SharedClock, alerting: Alerting) -> Self {
+        Self { clock, alerting }
     }
 }
 
 impl EventHandler for Recorder {
     fn handle<'a>(&'a self, txn: &'a DatabaseTransaction, event: &'a Event) -> HandlerFuture<'a> {
         Box::pin(async move {
-            store::append(txn, content_of(event, self.clock.now_millis())).await?;
+            let now = self.clock.now_millis();
+            let record = store::append(txn, content_of(event, now)).await?;
+            // Security alerts are evaluated with the record, in the same transaction.
+            crate::alerts::observe(txn, &self.alerting, &record.content, now).await?;
             Ok(())
         })
+    }
+
+    /// Alerts raised by the batch go out now, not at the relay's next poll.
+    fn committed(&self) {
+        self.alerting.outbox.wake();
     }
 }

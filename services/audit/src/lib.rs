@@ -4,6 +4,7 @@
 //! streaming export read it. The format is `docs/audit-format.md`.
 
 mod activity;
+pub mod alerts;
 pub mod chain;
 pub mod export;
 mod extract;
@@ -50,10 +51,15 @@ impl ContextService for Audit {
             ctx.clone(),
             signer.clone(),
         )));
+        routes.add_service(alerts::service(ctx.clone()));
         tokio::spawn(chain::run(ctx.clone(), signer));
+        tokio::spawn(alerts::run_timer(ctx.clone()));
         Ok(Built {
             routes,
-            handler: Some(Arc::new(ingest::Recorder::new(ctx.clock.clone()))),
+            handler: Some(Arc::new(ingest::Recorder::new(
+                ctx.clock.clone(),
+                alerts::Alerting::new(ctx.outbox.clone(), &ctx.settings.audit.alerts_disabled),
+            ))),
         })
     }
 }

@@ -16,7 +16,13 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(EVENT_TABLES), Box::new(RECORDS), Box::new(CHAIN)]
+        vec![
+            Box::new(EVENT_TABLES),
+            Box::new(RECORDS),
+            Box::new(CHAIN),
+            Box::new(ALERTS),
+            Box::new(ACTOR_DAY),
+        ]
     }
 }
 
@@ -225,3 +231,159 @@ BEGIN
 END;
 "#
 );
+
+/// Security alerts (`crate::alerts`): what the alerts know of the other contexts (projections
+/// rebuilt by a refresh), their configuration, incidents and timers. Not append-only: these are
+/// analytics over the log, not the log. The runtime role's grants gain these tables.
+const ALERTS: SqlMigration = SqlMigration {
+    name: "m0004_audit_alerts",
+    postgres: ALERTS_POSTGRES,
+    sqlite: ALERTS_SQLITE,
+    down: "DROP TABLE alert_state; DROP TABLE alert_due; DROP TABLE alert_incidents; \
+           DROP TABLE alert_configurations; DROP TABLE alert_break_glass_uses; \
+           DROP TABLE alert_policies; DROP TABLE alert_activations; DROP TABLE alert_schedules; \
+           DROP TABLE alert_principals; DROP TABLE alert_roles;",
+};
+
+macro_rules! alert_tables {
+    () => {
+        r#"
+CREATE TABLE alert_roles (
+    role_id TEXT PRIMARY KEY,
+    privileged BOOLEAN NOT NULL
+);
+CREATE TABLE alert_principals (
+    principal_id TEXT PRIMARY KEY,
+    enabled BOOLEAN NOT NULL,
+    guest BOOLEAN NOT NULL,
+    break_glass BOOLEAN NOT NULL,
+    disabled_at_ms BIGINT
+);
+CREATE TABLE alert_schedules (
+    schedule_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    principal_id TEXT NOT NULL,
+    role_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    end_ms BIGINT,
+    origin TEXT NOT NULL
+);
+CREATE INDEX alert_schedules_principal ON alert_schedules (principal_id);
+CREATE INDEX alert_schedules_role ON alert_schedules (role_id);
+CREATE TABLE alert_activations (
+    window_id TEXT PRIMARY KEY,
+    principal_id TEXT NOT NULL,
+    role_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    schedule_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX alert_activations_holder ON alert_activations (principal_id, role_id, at_ms);
+CREATE INDEX alert_activations_schedule ON alert_activations (schedule_id, at_ms);
+CREATE INDEX alert_activations_at ON alert_activations (at_ms);
+CREATE TABLE alert_policies (
+    role_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    mfa_required BOOLEAN NOT NULL,
+    set_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (role_id, scope)
+);
+CREATE TABLE alert_break_glass_uses (
+    sequence BIGINT PRIMARY KEY,
+    principal_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX alert_break_glass_uses_principal ON alert_break_glass_uses (principal_id, sequence);
+CREATE TABLE alert_configurations (
+    alert_id TEXT PRIMARY KEY,
+    enabled BOOLEAN NOT NULL,
+    global_admin_count INTEGER,
+    global_admin_percentage INTEGER,
+    activation_count INTEGER,
+    activation_window_ms BIGINT,
+    duration_days INTEGER,
+    updated_by TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE TABLE alert_incidents (
+    id TEXT PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    incident_key TEXT NOT NULL,
+    current BOOLEAN NOT NULL,
+    state TEXT NOT NULL,
+    episode BIGINT NOT NULL,
+    principal_id TEXT NOT NULL,
+    role_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    schedule_id TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    last_sequence BIGINT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    detail TEXT NOT NULL,
+    opened_at_ms BIGINT NOT NULL,
+    closed_at_ms BIGINT,
+    dismissed_by TEXT NOT NULL,
+    justification TEXT NOT NULL,
+    remediated_by TEXT NOT NULL,
+    remediated_at_ms BIGINT
+);
+CREATE UNIQUE INDEX alert_incidents_current ON alert_incidents (alert_id, incident_key) WHERE current;
+CREATE INDEX alert_incidents_alert ON alert_incidents (alert_id, opened_at_ms);
+CREATE TABLE alert_due (
+    alert_id TEXT NOT NULL,
+    incident_key TEXT NOT NULL,
+    due_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (alert_id, incident_key)
+);
+CREATE INDEX alert_due_at ON alert_due (due_at_ms);
+CREATE TABLE alert_state (
+    id INTEGER PRIMARY KEY,
+    scanned_at_ms BIGINT NOT NULL,
+    records_scanned BIGINT NOT NULL
+);
+INSERT INTO alert_state (id, scanned_at_ms, records_scanned) VALUES (1, 0, 0);
+"#
+    };
+}
+
+const ALERTS_SQLITE: &str = alert_tables!();
+
+const ALERTS_POSTGRES: &str = concat!(
+    alert_tables!(),
+    r#"
+REVOKE ALL ON alert_roles, alert_principals, alert_schedules, alert_activations, alert_policies,
+    alert_break_glass_uses, alert_configurations, alert_incidents, alert_due, alert_state FROM PUBLIC;
+
+-- m0003's grants, and the alert tables, which the runtime role reads and writes.
+CREATE OR REPLACE FUNCTION audit_grant_runtime(runtime TEXT) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    EXECUTE format('GRANT SELECT, INSERT ON audit_log, audit_checkpoints TO %I', runtime);
+    EXECUTE format('GRANT SELECT, UPDATE ON audit_chain_head TO %I', runtime);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION audit_purge(BIGINT) TO %I', runtime);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON outbox, relay_state, inbox, consumer_progress TO %I', runtime);
+    EXECUTE format('GRANT SELECT ON audit_records, audit_head, seaql_migrations TO %I', runtime);
+    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO %I', runtime);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON alert_roles, alert_principals, '
+        'alert_schedules, alert_activations, alert_policies, alert_break_glass_uses, '
+        'alert_configurations, alert_incidents, alert_due, alert_state TO %I', runtime);
+END
+$fn$;
+REVOKE ALL ON FUNCTION audit_grant_runtime(TEXT) FROM PUBLIC;
+"#
+);
+
+/// One actor's records in a time range (the auditor's commonest question) read only that
+/// range: without it the planner walks the actor's whole history newest first, or the whole
+/// range of every actor. On a large log, build it before upgrading, `CONCURRENTLY`, under this
+/// name: the migration then finds it and skips.
+const ACTOR_DAY: SqlMigration = SqlMigration {
+    name: "m0005_audit_actor_occurred",
+    postgres: ACTOR_DAY_SQL,
+    sqlite: ACTOR_DAY_SQL,
+    down: "DROP INDEX audit_log_actor_occurred;",
+};
+
+const ACTOR_DAY_SQL: &str =
+    "CREATE INDEX IF NOT EXISTS audit_log_actor_occurred ON audit_log (actor_id, occurred_at_ms);";

@@ -2,6 +2,8 @@
 //! `docs/audit-format.md` specifies it. No I/O here. Changing anything in this file changes the
 //! format, which an independent verifier (`tools/verify-audit.py`) implements too.
 
+use std::borrow::Cow;
+
 use sha2::{Digest as _, Sha256};
 
 /// The hash before the first record: 32 zero bytes, in hex.
@@ -82,43 +84,61 @@ pub struct ChainedRecord {
 impl RecordContent {
     /// The values of the hashed columns, as text, in [`COLUMNS`] order.
     pub fn fields(&self) -> [String; 24] {
+        self.field_texts().map(Cow::into_owned)
+    }
+
+    /// The same values, borrowing the stored text: only numbers and instants are formatted.
+    /// Hashing and export go through here, a million records at a time.
+    pub fn field_texts(&self) -> [Cow<'_, str>; 24] {
+        fn text(s: &str) -> Cow<'_, str> {
+            Cow::Borrowed(s)
+        }
         [
-            self.sequence.to_string(),
-            instant(self.occurred_at_ms),
-            instant(self.recorded_at_ms),
-            self.event_id.clone(),
-            self.event_type.clone(),
-            self.producer.clone(),
-            self.producer_sequence.to_string(),
-            self.activity.clone(),
-            self.category.clone(),
-            self.actor_type.clone(),
-            self.actor_id.clone(),
-            self.target_type.clone(),
-            self.subject.clone(),
-            self.target_principal_id.clone(),
-            self.role_id.clone(),
-            self.scope.clone(),
-            self.result.clone(),
-            self.result_reason.clone(),
-            self.justification.clone(),
-            self.ticket.clone(),
-            self.correlation_id.clone(),
-            self.trace_id.clone(),
-            self.payload_type.clone(),
-            self.payload_json.clone(),
+            Cow::Owned(self.sequence.to_string()),
+            Cow::Owned(instant(self.occurred_at_ms)),
+            Cow::Owned(instant(self.recorded_at_ms)),
+            text(&self.event_id),
+            text(&self.event_type),
+            text(&self.producer),
+            Cow::Owned(self.producer_sequence.to_string()),
+            text(&self.activity),
+            text(&self.category),
+            text(&self.actor_type),
+            text(&self.actor_id),
+            text(&self.target_type),
+            text(&self.subject),
+            text(&self.target_principal_id),
+            text(&self.role_id),
+            text(&self.scope),
+            text(&self.result),
+            text(&self.result_reason),
+            text(&self.justification),
+            text(&self.ticket),
+            text(&self.correlation_id),
+            text(&self.trace_id),
+            text(&self.payload_type),
+            text(&self.payload_json),
         ]
     }
 
     /// The bytes that are hashed after the previous hash.
     pub fn canonical(&self) -> Vec<u8> {
-        let fields = self.fields();
         let mut out = Vec::with_capacity(512);
-        field(&mut out, RECORD_TAG);
-        for value in &fields {
-            field(&mut out, value);
-        }
+        self.encode(|bytes| out.extend_from_slice(bytes));
         out
+    }
+
+    /// Feeds the canonical encoding to `sink`, piece by piece.
+    fn encode(&self, mut sink: impl FnMut(&[u8])) {
+        let mut field = |value: &str| {
+            // A field longer than 4 GiB cannot reach here: events are far smaller than that.
+            sink(&(value.len() as u32).to_be_bytes());
+            sink(value.as_bytes());
+        };
+        field(RECORD_TAG);
+        for value in &self.field_texts() {
+            field(value);
+        }
     }
 
     /// `SHA-256(prev_hash bytes ‖ canonical encoding)`, in lower-case hex. `None` when
@@ -127,7 +147,7 @@ impl RecordContent {
         let prev = decode_hash(prev_hash)?;
         let mut hasher = Sha256::new();
         hasher.update(prev);
-        hasher.update(self.canonical());
+        self.encode(|bytes| hasher.update(bytes));
         Some(hex::encode(hasher.finalize()))
     }
 }

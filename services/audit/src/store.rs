@@ -1,15 +1,84 @@
 //! The audit context's storage: appending to the chain, queries by filter and by range, and
 //! checkpoints. Portable SQL for PostgreSQL and SQLite (`pim dev`).
 
+use std::sync::Mutex;
+
 use pim_db::stmt;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, Value};
 
 use crate::record::{ChainedRecord, RecordContent};
 
+/// The chain head this process wrote last: a guess at the head for the next append, which the
+/// append's own statement checks. Stale after a rollback or another replica's write; then the
+/// guess fails and the head is read.
+static LAST_HEAD: Mutex<Option<(i64, String)>> = Mutex::new(None);
+
 /// Appends `content` to the chain. The head row's lock (held to the end of the transaction) is
 /// what makes this the one chain writer: concurrent consumers and replicas queue on it, so the
 /// chain never forks and a rolled-back record leaves no hole.
+///
+/// On PostgreSQL the common case is one statement: the record is hashed against the head this
+/// process wrote last, and a compare-and-set of the head row (`WHERE sequence = n - 1 AND hash =
+/// prev`) inserts it only if that is still the head. A writer waiting on the row lock sees the
+/// committed head when it gets the lock, so the check is exact; when it fails, nothing was
+/// written and the head is read under its lock as before.
 pub async fn append(
+    txn: &impl ConnectionTrait,
+    content: RecordContent,
+) -> anyhow::Result<ChainedRecord> {
+    let guess = LAST_HEAD.lock().ok().and_then(|head| head.clone());
+    let record = match (txn.get_database_backend(), guess) {
+        (DatabaseBackend::Postgres, Some((sequence, prev_hash))) => {
+            append_after(txn, content.clone(), sequence, prev_hash).await?
+        }
+        _ => None,
+    };
+    let record = match record {
+        Some(record) => record,
+        None => append_at_head(txn, content).await?,
+    };
+    if let Ok(mut head) = LAST_HEAD.lock() {
+        *head = Some((record.content.sequence, record.hash.clone()));
+    }
+    Ok(record)
+}
+
+/// The record chained after `(sequence, prev_hash)`, written only if that is the head, in one
+/// statement; `None` (and nothing written) if it is not.
+async fn append_after(
+    txn: &impl ConnectionTrait,
+    mut content: RecordContent,
+    sequence: i64,
+    prev_hash: String,
+) -> anyhow::Result<Option<ChainedRecord>> {
+    content.sequence = sequence + 1;
+    let Some(hash) = content.chain_hash(&prev_hash) else {
+        return Ok(None);
+    };
+    let record = ChainedRecord {
+        content,
+        prev_hash,
+        hash,
+    };
+    let inserted = txn
+        .execute_raw(stmt(
+            txn,
+            &format!(
+                "WITH head AS (UPDATE audit_chain_head SET sequence = $1, hash = $26 \
+                 WHERE id = 1 AND sequence = $1 - 1 AND hash = $25 RETURNING sequence) \
+                 INSERT INTO audit_log ({RECORD_COLUMNS}) SELECT {} FROM head",
+                pim_db::placeholders(1, 26)
+            ),
+            row_values(&record),
+        ))
+        .await?
+        .rows_affected();
+    Ok((inserted == 1).then_some(record))
+}
+
+/// Takes the next sequence from the head row (locking it), then writes the record and the new
+/// head hash.
+async fn append_at_head(
     txn: &impl ConnectionTrait,
     mut content: RecordContent,
 ) -> anyhow::Result<ChainedRecord> {
@@ -26,12 +95,37 @@ pub async fn append(
     let hash = content
         .chain_hash(&prev_hash)
         .ok_or_else(|| anyhow::anyhow!("audit_chain_head holds a malformed hash"))?;
+    let record = ChainedRecord {
+        content,
+        prev_hash,
+        hash,
+    };
+    txn.execute_raw(stmt(
+        txn,
+        &format!(
+            "INSERT INTO audit_log ({RECORD_COLUMNS}) VALUES ({})",
+            pim_db::placeholders(1, 26)
+        ),
+        row_values(&record),
+    ))
+    .await?;
+    txn.execute_raw(stmt(
+        txn,
+        "UPDATE audit_chain_head SET hash = $1 WHERE id = 1",
+        [record.hash.clone().into()],
+    ))
+    .await?;
+    Ok(record)
+}
+
+/// The values of [`RECORD_COLUMNS`], in order: `prev_hash` is the 25th, `hash` the 26th.
+fn row_values(record: &ChainedRecord) -> Vec<Value> {
+    let c = &record.content;
     let mut values: Vec<Value> = vec![
-        content.sequence.into(),
-        content.occurred_at_ms.into(),
-        content.recorded_at_ms.into(),
+        c.sequence.into(),
+        c.occurred_at_ms.into(),
+        c.recorded_at_ms.into(),
     ];
-    let c = &content;
     values.extend([&c.event_id, &c.event_type, &c.producer].map(|s| Value::from(s.clone())));
     values.push(c.producer_sequence.into());
     values.extend(
@@ -53,31 +147,12 @@ pub async fn append(
             &c.trace_id,
             &c.payload_type,
             &c.payload_json,
-            &prev_hash,
-            &hash,
+            &record.prev_hash,
+            &record.hash,
         ]
         .map(|s| Value::from(s.clone())),
     );
-    txn.execute_raw(stmt(
-        txn,
-        &format!(
-            "INSERT INTO audit_log ({RECORD_COLUMNS}) VALUES ({})",
-            pim_db::placeholders(1, 26)
-        ),
-        values,
-    ))
-    .await?;
-    txn.execute_raw(stmt(
-        txn,
-        "UPDATE audit_chain_head SET hash = $1 WHERE id = 1",
-        [hash.clone().into()],
-    ))
-    .await?;
-    Ok(ChainedRecord {
-        content,
-        prev_hash,
-        hash,
-    })
+    values
 }
 
 /// The stored columns, in insertion order.

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(EVENT_TABLES),
             Box::new(DELIVERIES),
             Box::new(DIGEST),
+            Box::new(DELIVERY_TRACE),
         ]
     }
 }
@@ -117,4 +118,17 @@ const DIGEST: SqlMigration = SqlMigration {
     postgres: DIGEST_SQL,
     sqlite: DIGEST_SQL,
     down: "DROP TABLE digest_runs; DROP TABLE digest_facts;",
+};
+
+/// The trace context of the event a delivery came from: each attempt is a span of that trace.
+const DELIVERY_TRACE_SQL: &str = "
+ALTER TABLE deliveries ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries ADD COLUMN tracestate TEXT NOT NULL DEFAULT '';
+";
+
+const DELIVERY_TRACE: SqlMigration = SqlMigration {
+    name: "m0004_notification_delivery_trace",
+    postgres: DELIVERY_TRACE_SQL,
+    sqlite: DELIVERY_TRACE_SQL,
+    down: "ALTER TABLE deliveries DROP COLUMN tracestate; ALTER TABLE deliveries DROP COLUMN traceparent;",
 };

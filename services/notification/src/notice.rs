@@ -98,6 +98,11 @@ pub struct Facts {
     pub days_ahead: u32,
     pub method: String,
     pub suppressed_count: u64,
+    /// Security alerts: the alert, its severity, what to do, and one line per incident.
+    pub alert_name: String,
+    pub severity: String,
+    pub mitigation: String,
+    pub incidents: Vec<String>,
 }
 
 /// What `event` means: its facts and audiences. `None` for events nobody is told about by
@@ -264,9 +269,77 @@ pub fn interpret(event: &Event) -> anyhow::Result<Option<(Facts, Vec<Audience>)>
                 critical: true,
             }]
         }
+        "audit.alert_raised"
+        | "audit.alert_resolved"
+        | "audit.alert_dismissed"
+        | "audit.alert_configuration_updated" => {
+            alert_facts(&mut facts, event)?;
+            // Like Entra's alert e-mails: the admins at `/`, whatever a role's policy says.
+            vec![Audience {
+                slot: None,
+                defaults: Defaults::Admins("/".into()),
+                critical: event.r#type == "audit.alert_raised",
+            }]
+        }
         _ => return Ok(None),
     };
     Ok(Some((facts, audiences)))
+}
+
+/// The alert, its severity and its incidents, from any of the four alert events.
+fn alert_facts(facts: &mut Facts, event: &Event) -> anyhow::Result<()> {
+    use pim_proto::audit::v1::{
+        Alert, AlertConfigurationUpdated, AlertDismissed, AlertIncident, AlertRaised, AlertResolved,
+    };
+    let (alert, incidents): (Option<Alert>, Vec<AlertIncident>) = match event.r#type.as_str() {
+        "audit.alert_raised" => {
+            let p = decode::<AlertRaised>(event)?;
+            (p.alert, p.incidents)
+        }
+        "audit.alert_resolved" => {
+            let p = decode::<AlertResolved>(event)?;
+            (p.alert, p.incidents)
+        }
+        "audit.alert_dismissed" => {
+            let p = decode::<AlertDismissed>(event)?;
+            facts.justification = p.justification;
+            (p.alert, p.incidents)
+        }
+        _ => {
+            let p = decode::<AlertConfigurationUpdated>(event)?;
+            facts.status = match p.configuration.as_ref().is_some_and(|c| c.enabled) {
+                true => "enabled".into(),
+                false => "disabled".into(),
+            };
+            facts.alert_name = p.configuration.map(|c| c.alert_id).unwrap_or_default();
+            (None, Vec::new())
+        }
+    };
+    if let Some(definition) = alert.and_then(|a| a.definition) {
+        facts.alert_name = definition.display_name.clone();
+        facts.severity = definition
+            .severity()
+            .as_str_name()
+            .trim_start_matches("ALERT_SEVERITY_")
+            .to_ascii_lowercase();
+        facts.mitigation = definition.mitigation_steps;
+    }
+    if let [only] = incidents.as_slice() {
+        facts.principal_id = only.principal_id.clone();
+        facts.role_id = only.role_id.clone();
+        facts.scope = only.scope.clone();
+    }
+    facts.incidents = incidents
+        .iter()
+        .map(|i| {
+            [i.principal_id.as_str(), i.scope.as_str(), i.detail.as_str()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" — ")
+        })
+        .collect();
+    Ok(())
 }
 
 fn slots_of(schedule: &Schedule) -> (Slot, Slot) {

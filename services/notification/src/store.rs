@@ -46,6 +46,8 @@ pub struct Claimed {
     pub body: Vec<u8>,
     pub attempts: i32,
     pub give_up_after: i32,
+    /// The trace of the event that caused it, which each attempt continues.
+    pub trace: pim_telemetry::TraceContext,
 }
 
 /// What one attempt came to.
@@ -374,14 +376,15 @@ impl Store {
         max_attempts: u32,
     ) -> anyhow::Result<u64> {
         let mut inserted = 0;
+        let trace = pim_telemetry::current_trace_context();
         for delivery in deliveries {
             inserted += conn
                 .execute_raw(stmt(
                     conn,
                     "INSERT INTO deliveries (id, event_id, event_type, channel, recipient, \
                      principal_id, endpoint, subject, body, status, attempts, give_up_after, \
-                     next_attempt_ms, last_error, created_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $11, '', $11) \
+                     next_attempt_ms, last_error, created_at_ms, traceparent, tracestate) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $11, '', $11, $12, $13) \
                      ON CONFLICT (event_id, channel, recipient) DO NOTHING",
                     [
                         uuid::Uuid::now_v7().to_string().into(),
@@ -395,6 +398,8 @@ impl Store {
                         delivery.body.clone().into(),
                         (max_attempts as i32).into(),
                         now_ms.into(),
+                        trace.traceparent.clone().into(),
+                        trace.tracestate.clone().into(),
                     ],
                 ))
                 .await?
@@ -422,7 +427,8 @@ impl Store {
                     "UPDATE deliveries SET next_attempt_ms = $2 WHERE id IN (\
                        SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_ms <= $1 \
                        ORDER BY next_attempt_ms LIMIT $3{lock}) \
-                     RETURNING id, event_type, channel, recipient, endpoint, body, attempts, give_up_after"
+                     RETURNING id, event_type, channel, recipient, endpoint, body, attempts, give_up_after, \
+                     traceparent, tracestate"
                 ),
                 [now_ms.into(), lease_until_ms.into(), limit.into()],
             ))
@@ -438,6 +444,10 @@ impl Store {
                     body: row.try_get("", "body")?,
                     attempts: row.try_get("", "attempts")?,
                     give_up_after: row.try_get("", "give_up_after")?,
+                    trace: pim_telemetry::TraceContext {
+                        traceparent: row.try_get("", "traceparent")?,
+                        tracestate: row.try_get("", "tracestate")?,
+                    },
                 })
             })
             .collect()

@@ -33,6 +33,10 @@ const BUILTIN: &[(&str, &str)] = builtin!(
     "assignment.schedule_expiring",
     "assignment.schedule_expired",
     "access_denied",
+    "audit.alert_raised",
+    "audit.alert_resolved",
+    "audit.alert_dismissed",
+    "audit.alert_configuration_updated",
     "digest",
 );
 

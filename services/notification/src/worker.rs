@@ -11,9 +11,11 @@ use std::{
 
 use pim_clock::SharedClock;
 use pim_events::Outbox;
+use pim_telemetry::metrics::{DELIVERY_ATTEMPTS, KeyValue};
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{
     channels::{Channel, Outgoing},
@@ -90,7 +92,8 @@ impl Worker {
                         let Ok(_slot) = endpoint.acquire_owned().await else {
                             return;
                         };
-                        worker.deliver(delivery).await;
+                        let span = attempt_span(&delivery);
+                        worker.deliver(delivery).instrument(span).await;
                         worker.wake.notify_one();
                     });
                 }
@@ -147,7 +150,21 @@ impl Worker {
                 retry_at_ms: now + backoff(self.retry_base, number, jitter()).as_millis() as i64,
             },
         };
+        let result = if outcome.succeeded {
+            "delivered"
+        } else {
+            "failed"
+        };
+        DELIVERY_ATTEMPTS.add(
+            1,
+            &[
+                KeyValue::new("pim.notification.channel", claimed.channel.clone()),
+                KeyValue::new("pim.notification.outcome", result),
+            ],
+        );
+        tracing::Span::current().record("pim.notification.outcome", result);
         if !outcome.succeeded {
+            tracing::Span::current().record("otel.status_code", "ERROR");
             tracing::warn!(
                 delivery = %claimed.id,
                 channel = %claimed.channel,
@@ -166,6 +183,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// One delivery attempt, continuing the trace of the event the delivery came from.
+fn attempt_span(claimed: &Claimed) -> tracing::Span {
+    let span = tracing::info_span!(
+        "notification.deliver",
+        otel.name = %format!("deliver {}", claimed.channel),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        server.address = %claimed.endpoint,
+        pim.notification.channel = %claimed.channel,
+        pim.notification.delivery_id = %claimed.id,
+        pim.notification.attempt = claimed.attempts + 1,
+        pim.notification.outcome = tracing::field::Empty,
+        event.r#type = %claimed.event_type,
+    );
+    pim_telemetry::set_parent_from(&span, &claimed.trace, "notification");
+    span
 }
 
 #[cfg(test)]
