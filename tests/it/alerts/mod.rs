@@ -3,6 +3,7 @@
 //! assignment context, a refresh from the stored log gives continuous evaluation's answer, only
 //! admins change anything, and an alert reaches an admin's inbox.
 
+mod cli;
 mod flows;
 mod rules;
 
