@@ -23,29 +23,38 @@ pub trait DenialRecorder: Send + Sync + 'static {
 /// authenticated caller, and its handler authorizes by role.
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
-    /// (path prefix, allowed service names)
+    /// (a service's path ending in `/`, or one method's path; allowed service names)
     rules: Vec<(String, Vec<String>)>,
 }
 
 impl AccessPolicy {
-    /// Allows only these services on every method under `prefix`, for example
-    /// `/pim.assignment.v1.AssignmentInternalService/ProvisionWindow`.
-    pub fn allow_services(mut self, prefix: &str, services: &[&str]) -> Self {
+    /// Allows only these services on `path`: every method of a service when it ends in `/`
+    /// (`/pim.assignment.v1.AssignmentInternalService/`), otherwise exactly one method
+    /// (`/pim.assignment.v1.AssignmentInternalService/ProvisionWindow`). A method rule never
+    /// covers another method whose name merely starts the same (`RemoveSchedule` is not
+    /// `RemoveSchedules`), so a new method falls under its service's rule until it gets its own.
+    pub fn allow_services(mut self, path: &str, services: &[&str]) -> Self {
         self.rules.push((
-            prefix.to_owned(),
+            path.to_owned(),
             services.iter().map(|s| (*s).to_owned()).collect(),
         ));
         self
     }
 
     /// `None` when the path is open; otherwise whether the caller is on its list. The longest
-    /// matching prefix decides, so a method rule can narrow a service-wide rule.
+    /// matching rule decides, so a method rule can narrow a service-wide rule.
     fn permits(&self, path: &str, caller: &Caller) -> Option<bool> {
         let rule = self
             .rules
             .iter()
-            .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())?;
+            .filter(|(rule, _)| {
+                if rule.ends_with('/') {
+                    path.starts_with(rule.as_str())
+                } else {
+                    path == rule
+                }
+            })
+            .max_by_key(|(rule, _)| rule.len())?;
         Some(
             caller
                 .service()
@@ -194,6 +203,32 @@ mod tests {
                 &caller("alice")
             ),
             None
+        );
+    }
+
+    #[test]
+    fn a_method_rule_covers_that_method_only() {
+        let policy = AccessPolicy::default()
+            .allow_services("/pim.assignment.v1.AssignmentInternalService/", &[])
+            .allow_services(
+                "/pim.assignment.v1.AssignmentInternalService/RemoveSchedule",
+                &["approval"],
+            );
+        let approval = caller("service:approval");
+        assert_eq!(
+            policy.permits(
+                "/pim.assignment.v1.AssignmentInternalService/RemoveSchedule",
+                &approval
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            policy.permits(
+                "/pim.assignment.v1.AssignmentInternalService/RemoveSchedules",
+                &approval
+            ),
+            Some(false),
+            "a longer method name falls under the service-wide rule, not the method's"
         );
     }
 }
