@@ -119,6 +119,41 @@ impl Violations {
     }
 }
 
+/// The `google.rpc.Code` name of a status code, as batch answers report each item's outcome.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Unavailable => "UNAVAILABLE",
+        _ => "INTERNAL",
+    }
+}
+
+/// The stable `ErrorInfo.reason` of a refusal, or empty.
+pub fn reason_of(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A list's page size: 0 means 50, at most 200; anything else is a field violation.
+pub fn page_size(size: i32, v: &mut Violations) -> i64 {
+    match size {
+        0 => 50,
+        1..=200 => i64::from(size),
+        _ => {
+            v.add("page_size", "must be between 0 and 200");
+            0
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ mod server;
 mod trace;
 
 pub use authn::{AccessPolicy, AuthLayer, DenialRecorder, caller};
-pub use error::{ApiError, Violations};
+pub use error::{ApiError, Violations, code_name, page_size, reason_of};
 pub use server::{ServerOptions, serve};
 pub use tonic_health::{ServingStatus, server::HealthReporter};
 pub use trace::TraceLayer;

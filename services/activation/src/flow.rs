@@ -16,7 +16,6 @@ use pim_proto::{
     },
 };
 use tonic::{Code, Status};
-use tonic_types::StatusExt as _;
 
 use crate::store::{Change, Store};
 
@@ -46,18 +45,9 @@ pub struct Flow {
     pub faults: Faults,
 }
 
-/// The stable reason of a refusal; empty when it carries none (bad input, say).
-pub fn reason_of(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
 /// Why a peer's refusal failed a request: its reason, or its code when it has none.
 fn failure(status: &Status) -> String {
-    let reason = reason_of(status);
+    let reason = pim_grpc::reason_of(status);
     if reason.is_empty() {
         format!("{:?}", status.code())
     } else {

@@ -3,7 +3,7 @@
 use pim_auth::Caller;
 use pim_client::roles;
 use pim_config::ServiceName;
-use pim_grpc::{ApiError, Violations, caller};
+use pim_grpc::{ApiError, Violations, caller, code_name, page_size, reason_of};
 use pim_proto::{
     activation::v1::{
         ActivationRequest, CancelRequest, CancelResponse, GetActivationRequestRequest,
@@ -22,7 +22,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::{
-    flow::{Flow, from_peer, reason_of},
+    flow::{Flow, from_peer},
     model::{GRANTED, status_text},
     rules::{self, Asked, Authentication},
     store::{Created, Filter},
@@ -136,35 +136,11 @@ fn present(mut request: ActivationRequest, now_ms: i64) -> ActivationRequest {
     request
 }
 
-fn page_size(size: i32, v: &mut Violations) -> i64 {
-    match size {
-        0 => 50,
-        1..=200 => i64::from(size),
-        _ => {
-            v.add("page_size", "must be between 0 and 200");
-            0
-        }
-    }
-}
-
 fn next_token(requests: &[ActivationRequest], limit: i64) -> String {
     if requests.len() as i64 == limit {
         requests.last().map(|r| r.id.clone()).unwrap_or_default()
     } else {
         String::new()
-    }
-}
-
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Unavailable => "UNAVAILABLE",
-        _ => "INTERNAL",
     }
 }
 

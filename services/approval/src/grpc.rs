@@ -3,7 +3,9 @@
 use pim_auth::Caller;
 use pim_client::roles;
 use pim_config::ServiceName;
-use pim_grpc::{ApiError, DenialRecorder as _, Violations, caller};
+use pim_grpc::{
+    ApiError, DenialRecorder as _, Violations, caller, code_name, page_size, reason_of,
+};
 use pim_host::HostContext;
 use pim_proto::approval::v1::{
     AcceptRecommendationsRequest, AcceptRecommendationsResponse, CancelCaseRequest,
@@ -84,17 +86,6 @@ fn refused(refusal: Refusal) -> Status {
         )]),
     };
     api.into()
-}
-
-fn page_size(size: i32, v: &mut Violations) -> i64 {
-    match size {
-        0 => 50,
-        1..=200 => i64::from(size),
-        _ => {
-            v.add("page_size", "must be between 0 and 200");
-            0
-        }
-    }
 }
 
 fn page(records: Vec<CaseRecord>, limit: i64) -> (Vec<Case>, String) {
@@ -398,27 +389,6 @@ impl ApprovalInternalService for ApprovalApi {
             Applied::Refused(other) => Err(refused(other)),
         }
     }
-}
-
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::NotFound => "NOT_FOUND",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Unavailable => "UNAVAILABLE",
-        _ => "INTERNAL",
-    }
-}
-
-pub(crate) fn reason_of(status: &Status) -> String {
-    use tonic_types::StatusExt as _;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
 }
 
 fn status_filter(status: CaseStatus) -> &'static str {

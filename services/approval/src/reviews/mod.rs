@@ -365,8 +365,8 @@ impl Reviews {
                 },
                 Err(status) => ReviewItemResult {
                     item_id: d.item_id.clone(),
-                    code: crate::grpc::code_name(status.code()).into(),
-                    reason: crate::grpc::reason_of(&status),
+                    code: pim_grpc::code_name(status.code()).into(),
+                    reason: pim_grpc::reason_of(&status),
                     message: status.message().to_owned(),
                     item: None,
                 },
