@@ -18,6 +18,17 @@ pub type HandlerFuture<'a> = BoxFuture<'a, anyhow::Result<()>>;
 pub trait EventHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, txn: &'a DatabaseTransaction, event: &'a Event) -> HandlerFuture<'a>;
 
+    /// Handles the new events of one batch, in order, in one transaction, for a handler whose
+    /// effects are written many rows to a statement. `None` (the default) has the inbox call
+    /// `handle` for each event, under that event's own span.
+    fn handle_batch<'a>(
+        &'a self,
+        _txn: &'a DatabaseTransaction,
+        _events: &'a [&'a Event],
+    ) -> Option<HandlerFuture<'a>> {
+        None
+    }
+
     /// Called once the transaction that handled events has committed, so work that must see
     /// their effects (a call to another service, say) can start at once instead of at its
     /// next poll.
@@ -104,19 +115,38 @@ impl Inbox {
         let txn = self.db.begin().await.map_err(|e| failed(None)(e.into()))?;
         let mut fresh = self.record_many(&txn, events).await.map_err(failed(None))?;
         let mut outcomes = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
+        let mut new_events = Vec::with_capacity(events.len());
+        for event in events {
             // `remove`, so a second copy of an event in the same batch counts as a duplicate.
-            if !fresh.remove(&event.id) {
+            if fresh.remove(&event.id) {
+                new_events.push(event);
+                outcomes.push(Applied::Applied);
+            } else {
                 outcomes.push(Applied::Duplicate);
-                continue;
             }
-            let span = self.span(event);
-            self.handler
-                .handle(&txn, event)
-                .instrument(span)
-                .await
-                .map_err(failed(Some(i)))?;
-            outcomes.push(Applied::Applied);
+        }
+        match self.handler.handle_batch(&txn, &new_events) {
+            Some(batch) => {
+                // One span per event, open while the batch is handled, so each event's trace
+                // shows where it was consumed though its effects were written with the others'.
+                let spans: Vec<tracing::Span> = new_events.iter().map(|e| self.span(e)).collect();
+                let outer = match spans.as_slice() {
+                    [only] => only.clone(),
+                    _ => tracing::Span::none(),
+                };
+                batch.instrument(outer).await.map_err(failed(None))?;
+                drop(spans);
+            }
+            None => {
+                for event in &new_events {
+                    let at = events.iter().position(|e| e.id == event.id);
+                    self.handler
+                        .handle(&txn, event)
+                        .instrument(self.span(event))
+                        .await
+                        .map_err(failed(at))?;
+                }
+            }
         }
         txn.commit().await.map_err(|e| failed(None)(e.into()))?;
         if outcomes.contains(&Applied::Applied) {

@@ -10,7 +10,7 @@ use pim_proto::audit::v1::{ChainBreak, CheckpointSigned, RecordsPurged};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use crate::{
-    record::{ChainedRecord, GENESIS_HASH},
+    record::{ChainedRecord, GENESIS_HASH, hashes_hold},
     signing::{CheckpointSigner, CheckpointVerifier},
     store::{self, StoredCheckpoint},
     verify::{Break, ChainCheck},
@@ -75,18 +75,26 @@ pub async fn verify_range(
         };
         check.expect_checkpoints(checkpoints);
         let next = last + 1;
-        // The next batch is read while this one is hashed, so the database's work and ours
-        // overlap instead of taking turns.
-        let (fetched, checked) = tokio::join!(
+        // The next batch is read while this one is hashed on other threads, so the database's
+        // work and ours overlap instead of taking turns.
+        let (fetched, hashed) = tokio::join!(
             async {
                 match next > to {
                     true => Ok((Vec::new(), Vec::new())),
                     false => read_batch(db, next, to).await,
                 }
             },
-            async { records.iter().try_for_each(|record| check.feed(record)) },
+            tokio::task::spawn_blocking(move || {
+                let holds = hashes_hold(&records);
+                (records, holds)
+            }),
         );
-        if let Err(broken) = checked {
+        let (records, holds) = hashed?;
+        if let Err(broken) = records
+            .iter()
+            .zip(holds)
+            .try_for_each(|(record, holds)| check.feed_hashed(record, holds))
+        {
             break Err(broken);
         }
         if next > to {

@@ -13,109 +13,155 @@ use crate::record::{ChainedRecord, RecordContent};
 /// guess fails and the head is read.
 static LAST_HEAD: Mutex<Option<(i64, String)>> = Mutex::new(None);
 
-/// Appends `content` to the chain. The head row's lock (held to the end of the transaction) is
-/// what makes this the one chain writer: concurrent consumers and replicas queue on it, so the
-/// chain never forks and a rolled-back record leaves no hole.
+/// Rows per `INSERT`: 26 values each stays far inside both engines' limit on bound values.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Appends `contents` to the chain, in order. The head row's lock (held to the end of the
+/// transaction) is what makes this the one chain writer: concurrent consumers and replicas queue
+/// on it, so the chain never forks and a rolled-back record leaves no hole.
 ///
-/// On PostgreSQL the common case is one statement: the record is hashed against the head this
-/// process wrote last, and a compare-and-set of the head row (`WHERE sequence = n - 1 AND hash =
-/// prev`) inserts it only if that is still the head. A writer waiting on the row lock sees the
-/// committed head when it gets the lock, so the check is exact; when it fails, nothing was
-/// written and the head is read under its lock as before.
-pub async fn append(
+/// On PostgreSQL the common case is one statement per [`ROWS_PER_INSERT`] records: they are
+/// hashed against the head this process wrote last, and a compare-and-set of the head row
+/// (`WHERE sequence = first - 1 AND hash = prev`) inserts them only if that is still the head. A
+/// writer waiting on the row lock sees the committed head when it gets the lock, so the check is
+/// exact; when it fails, nothing was written and the head is read under its lock instead.
+pub async fn append_many(
     txn: &impl ConnectionTrait,
-    content: RecordContent,
-) -> anyhow::Result<ChainedRecord> {
-    let guess = LAST_HEAD.lock().ok().and_then(|head| head.clone());
-    let record = match (txn.get_database_backend(), guess) {
-        (DatabaseBackend::Postgres, Some((sequence, prev_hash))) => {
-            append_after(txn, content.clone(), sequence, prev_hash).await?
+    contents: Vec<RecordContent>,
+) -> anyhow::Result<Vec<ChainedRecord>> {
+    let mut records = Vec::with_capacity(contents.len());
+    let mut contents = contents.into_iter().peekable();
+    while contents.peek().is_some() {
+        let chunk: Vec<RecordContent> = contents.by_ref().take(ROWS_PER_INSERT).collect();
+        let guess = LAST_HEAD.lock().ok().and_then(|head| head.clone());
+        let written = match (txn.get_database_backend(), guess) {
+            (DatabaseBackend::Postgres, Some(head)) => {
+                append_after(txn, chunk.clone(), head).await?
+            }
+            _ => None,
+        };
+        let written = match written {
+            Some(written) => written,
+            None => append_at_head(txn, chunk).await?,
+        };
+        if let (Ok(mut head), Some(last)) = (LAST_HEAD.lock(), written.last()) {
+            *head = Some((last.content.sequence, last.hash.clone()));
         }
-        _ => None,
-    };
-    let record = match record {
-        Some(record) => record,
-        None => append_at_head(txn, content).await?,
-    };
-    if let Ok(mut head) = LAST_HEAD.lock() {
-        *head = Some((record.content.sequence, record.hash.clone()));
+        records.extend(written);
     }
-    Ok(record)
+    Ok(records)
 }
 
-/// The record chained after `(sequence, prev_hash)`, written only if that is the head, in one
+/// `contents` chained after `head`, numbered from its sequence on. `None` when the head's hash
+/// is malformed.
+fn chain(contents: Vec<RecordContent>, head: (i64, String)) -> Option<Vec<ChainedRecord>> {
+    let (mut sequence, mut prev_hash) = head;
+    let mut records = Vec::with_capacity(contents.len());
+    for mut content in contents {
+        sequence += 1;
+        content.sequence = sequence;
+        let hash = content.chain_hash(&prev_hash)?;
+        let record = ChainedRecord {
+            content,
+            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+            hash,
+        };
+        records.push(record);
+    }
+    Some(records)
+}
+
+/// The records chained after `head`, written only if that is the chain's head, in one
 /// statement; `None` (and nothing written) if it is not.
 async fn append_after(
     txn: &impl ConnectionTrait,
-    mut content: RecordContent,
-    sequence: i64,
-    prev_hash: String,
-) -> anyhow::Result<Option<ChainedRecord>> {
-    content.sequence = sequence + 1;
-    let Some(hash) = content.chain_hash(&prev_hash) else {
+    contents: Vec<RecordContent>,
+    head: (i64, String),
+) -> anyhow::Result<Option<Vec<ChainedRecord>>> {
+    let (sequence, prev_hash) = head.clone();
+    let Some(records) = chain(contents, head) else {
         return Ok(None);
     };
-    let record = ChainedRecord {
-        content,
-        prev_hash,
-        hash,
+    let Some(last) = records.last() else {
+        return Ok(Some(records));
     };
+    let (rows, mut values) = rows_of(&records, 5);
+    values.splice(
+        0..0,
+        [
+            last.content.sequence.into(),
+            last.hash.clone().into(),
+            sequence.into(),
+            prev_hash.into(),
+        ],
+    );
     let inserted = txn
         .execute_raw(stmt(
             txn,
             &format!(
-                "WITH head AS (UPDATE audit_chain_head SET sequence = $1, hash = $26 \
-                 WHERE id = 1 AND sequence = $1 - 1 AND hash = $25 RETURNING sequence) \
-                 INSERT INTO audit_log ({RECORD_COLUMNS}) SELECT {} FROM head",
-                pim_db::placeholders(1, 26)
+                "WITH head AS (UPDATE audit_chain_head SET sequence = $1, hash = $2 \
+                 WHERE id = 1 AND sequence = $3 AND hash = $4 RETURNING sequence) \
+                 INSERT INTO audit_log ({RECORD_COLUMNS}) SELECT v.* FROM (VALUES {rows}) \
+                 AS v ({RECORD_COLUMNS}) CROSS JOIN head"
             ),
-            row_values(&record),
+            values,
         ))
         .await?
         .rows_affected();
-    Ok((inserted == 1).then_some(record))
+    Ok((inserted == records.len() as u64).then_some(records))
 }
 
-/// Takes the next sequence from the head row (locking it), then writes the record and the new
-/// head hash.
+/// Takes the next sequences from the head row (locking it), then writes the records and the
+/// new head hash.
 async fn append_at_head(
     txn: &impl ConnectionTrait,
-    mut content: RecordContent,
-) -> anyhow::Result<ChainedRecord> {
+    contents: Vec<RecordContent>,
+) -> anyhow::Result<Vec<ChainedRecord>> {
+    let n = contents.len() as i64;
     let head = txn
         .query_one_raw(stmt(
             txn,
-            "UPDATE audit_chain_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence, hash",
-            [],
+            "UPDATE audit_chain_head SET sequence = sequence + $1 WHERE id = 1 RETURNING sequence, hash",
+            [n.into()],
         ))
         .await?
         .ok_or_else(|| anyhow::anyhow!("audit_chain_head row missing"))?;
-    content.sequence = head.try_get("", "sequence")?;
+    let last: i64 = head.try_get("", "sequence")?;
     let prev_hash: String = head.try_get("", "hash")?;
-    let hash = content
-        .chain_hash(&prev_hash)
+    let records = chain(contents, (last - n, prev_hash))
         .ok_or_else(|| anyhow::anyhow!("audit_chain_head holds a malformed hash"))?;
-    let record = ChainedRecord {
-        content,
-        prev_hash,
-        hash,
+    let Some(new_head) = records.last() else {
+        return Ok(records);
     };
+    let (rows, values) = rows_of(&records, 1);
     txn.execute_raw(stmt(
         txn,
-        &format!(
-            "INSERT INTO audit_log ({RECORD_COLUMNS}) VALUES ({})",
-            pim_db::placeholders(1, 26)
-        ),
-        row_values(&record),
+        &format!("INSERT INTO audit_log ({RECORD_COLUMNS}) VALUES {rows}"),
+        values,
     ))
     .await?;
     txn.execute_raw(stmt(
         txn,
         "UPDATE audit_chain_head SET hash = $1 WHERE id = 1",
-        [record.hash.clone().into()],
+        [new_head.hash.clone().into()],
     ))
     .await?;
-    Ok(record)
+    Ok(records)
+}
+
+/// `($first, …), (…)` row tuples for `records`, numbered from `first`, and their values.
+fn rows_of(records: &[ChainedRecord], first: usize) -> (String, Vec<Value>) {
+    let width = 26;
+    let mut values = Vec::with_capacity(records.len() * width);
+    let rows: Vec<String> = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            values.extend(row_values(record));
+            format!("({})", pim_db::placeholders(first + i * width, width))
+        })
+        .collect();
+    (rows.join(", "), values)
 }
 
 /// The values of [`RECORD_COLUMNS`], in order: `prev_hash` is the 25th, `hash` the 26th.

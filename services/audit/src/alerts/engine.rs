@@ -138,19 +138,54 @@ impl Targets {
     }
 }
 
-/// Continuous evaluation of one audit record, inside the consumer's transaction.
-pub async fn observe(
+/// Continuous evaluation of records in chain order, inside the consumer's transaction, as if
+/// each were observed alone. Most records
+/// carry no facts and change nothing the alerts know; for each run of those, who of their actors
+/// is break-glass is asked once, since no record of the run can change the answer.
+pub async fn observe_many(
+    txn: &impl ConnectionTrait,
+    alerting: &Alerting,
+    records: &[RecordContent],
+    now: i64,
+) -> anyhow::Result<()> {
+    let mut rest = records;
+    while let Some(first) = rest.first() {
+        let facts = facts_of(first);
+        if !facts.is_empty() {
+            let actor = match activity_of(first) {
+                Some(actor) if projection::is_break_glass(txn, actor).await? => Some(actor),
+                _ => None,
+            };
+            observe_known(txn, alerting, first, facts, actor, now).await?;
+            rest = &rest[1..];
+            continue;
+        }
+        let run = rest
+            .iter()
+            .position(|r| !facts_of(r).is_empty())
+            .unwrap_or(rest.len());
+        let actors: BTreeSet<&str> = rest[..run].iter().filter_map(activity_of).collect();
+        let break_glass = projection::break_glass_among(txn, &actors).await?;
+        for record in &rest[..run] {
+            if let Some(actor) = activity_of(record).filter(|a| break_glass.contains(*a)) {
+                observe_known(txn, alerting, record, Vec::new(), Some(actor), now).await?;
+            }
+        }
+        rest = &rest[run..];
+    }
+    Ok(())
+}
+
+/// Applies a record's `facts` and its break-glass `actor` (judged by what was known before the
+/// record, as a refresh does) and evaluates what they touch.
+async fn observe_known(
     txn: &impl ConnectionTrait,
     alerting: &Alerting,
     record: &RecordContent,
+    facts: Vec<Fact>,
+    actor: Option<&str>,
     now: i64,
 ) -> anyhow::Result<()> {
-    let facts = facts_of(record);
-    // Judged by what was known before this record, as a refresh does.
-    let actor = match activity_of(record) {
-        Some(actor) if projection::is_break_glass(txn, actor).await? => Some(actor),
-        _ => None,
-    };
     if facts.is_empty() && actor.is_none() {
         return Ok(());
     }

@@ -19,7 +19,7 @@ use pim_host::HostContext;
 use pim_proto::audit::v1::alert_service_server::AlertServiceServer;
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
-pub use engine::{Alerting, observe};
+pub use engine::{Alerting, observe_many};
 
 pub fn service(ctx: HostContext) -> AlertServiceServer<grpc::AlertApi> {
     AlertServiceServer::new(grpc::AlertApi::new(ctx))

@@ -120,6 +120,32 @@ pub async fn is_break_glass(txn: &impl ConnectionTrait, principal: &str) -> anyh
         .is_some())
 }
 
+/// Which of `principals` are break-glass, in one query.
+pub async fn break_glass_among(
+    txn: &impl ConnectionTrait,
+    principals: &std::collections::BTreeSet<&str>,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut found = std::collections::HashSet::new();
+    let principals: Vec<&str> = principals.iter().copied().collect();
+    // Bounded lists keep each statement inside both engines' limit on bound values.
+    for chunk in principals.chunks(500) {
+        let rows = txn
+            .query_all_raw(stmt(
+                txn,
+                &format!(
+                    "SELECT principal_id FROM alert_principals WHERE break_glass AND principal_id IN ({})",
+                    pim_db::placeholders(1, chunk.len())
+                ),
+                chunk.iter().map(|p| Value::from(*p)),
+            ))
+            .await?;
+        for row in rows {
+            found.insert(row.try_get::<String>("", "principal_id")?);
+        }
+    }
+    Ok(found)
+}
+
 fn schedule_values(s: &ScheduleFact) -> Vec<Value> {
     vec![
         s.id.clone().into(),

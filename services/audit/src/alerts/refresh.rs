@@ -61,7 +61,7 @@ pub async fn refresh(
                 payload_json: row.try_get("", "payload_json")?,
                 ..RecordContent::default()
             };
-            // The same order as `engine::observe`: the actor is judged before the facts apply.
+            // The same order as `engine::observe_many`: the actor is judged before the facts apply.
             if let Some(actor) = activity_of(&record)
                 && fold.is_break_glass(actor)
             {
