@@ -15,6 +15,7 @@ use super::{
     facts::{Fact, activity_of, facts_of},
     incidents::{self, Changes},
     projection,
+    view::{Tables, View},
 };
 use crate::record::RecordContent;
 
@@ -199,13 +200,14 @@ async fn observe_known(
         projection::apply(txn, fact).await?;
         targets.touched_by(fact);
     }
-    evaluate(txn, alerting, targets, now).await?;
+    evaluate(txn, &Tables(txn), alerting, targets, now).await?;
     Ok(())
 }
 
-/// Evaluates `targets` and announces what changed. Returns the changes per alert.
+/// Evaluates `targets` against `view` and announces what changed. Returns the changes per alert.
 pub async fn evaluate(
     txn: &impl ConnectionTrait,
+    view: &impl View,
     alerting: &Alerting,
     mut targets: Targets,
     now: i64,
@@ -215,39 +217,48 @@ pub async fn evaluate(
         .into_iter()
         .collect();
     for principal in std::mem::take(&mut targets.guests) {
-        for schedule in evaluate::schedules_of(txn, &principal).await? {
+        for schedule in view.schedules_of(&principal).await? {
             targets.key(AlertKind::GuestInPrivilegedRole, schedule);
         }
     }
     let mut changes: BTreeMap<AlertKind, Changes> = BTreeMap::new();
+    // Every key of the alerts looked at as a whole, then the keys named one by one.
+    let mut keys: BTreeMap<AlertKind, BTreeSet<String>> = BTreeMap::new();
     for kind in &targets.all {
-        let s = &settings[kind];
-        let out = changes.entry(*kind).or_default();
         if *kind == AlertKind::TooManyGlobalAdmins {
-            too_many(txn, s, now, out).await?;
             continue;
         }
-        let mut keys: BTreeSet<String> = evaluate::candidate_keys(txn, *kind, s, now)
-            .await?
-            .into_iter()
-            .collect();
-        keys.extend(incidents::current_keys(txn, *kind).await?);
-        for key in keys {
-            let evaluation = evaluate::key(txn, *kind, &key, s, now).await?;
-            incidents::reconcile(txn, *kind, &key, evaluation, now, out).await?;
+        let all = keys.entry(*kind).or_default();
+        all.extend(view.candidate_keys(*kind, &settings[kind], now).await?);
+        all.extend(incidents::current_keys(txn, *kind).await?);
+    }
+    for (kind, key) in std::mem::take(&mut targets.keys) {
+        if kind == AlertKind::TooManyGlobalAdmins {
+            targets.all.insert(kind);
+        } else if !targets.all.contains(&kind) {
+            keys.entry(kind).or_default().insert(key);
         }
     }
-    for (kind, key) in &targets.keys {
-        if targets.all.contains(kind) {
-            continue;
+    if targets.all.contains(&AlertKind::TooManyGlobalAdmins) {
+        let kind = AlertKind::TooManyGlobalAdmins;
+        too_many(
+            txn,
+            view,
+            &settings[&kind],
+            now,
+            changes.entry(kind).or_default(),
+        )
+        .await?;
+    }
+    for (kind, keys) in keys {
+        let s = &settings[&kind];
+        let mut evaluations = Vec::with_capacity(keys.len());
+        for key in keys {
+            let evaluation = evaluate::key(view, kind, &key, s, now).await?;
+            evaluations.push((key, evaluation));
         }
-        let out = changes.entry(*kind).or_default();
-        if *kind == AlertKind::TooManyGlobalAdmins {
-            too_many(txn, &settings[kind], now, out).await?;
-            continue;
-        }
-        let evaluation = evaluate::key(txn, *kind, key, &settings[kind], now).await?;
-        incidents::reconcile(txn, *kind, key, evaluation, now, out).await?;
+        let out = changes.entry(kind).or_default();
+        incidents::reconcile_many(txn, kind, evaluations, now, out).await?;
     }
     for (kind, change) in &changes {
         announce(txn, &alerting.outbox, *kind, &settings[kind], change, now).await?;
@@ -256,34 +267,43 @@ pub async fn evaluate(
 }
 
 /// The one alert evaluated as a whole: its condition is about the tenant, its incidents are the
-/// Global Administrators.
+/// Global Administrators. Its one timer is kept under the empty key.
 async fn too_many(
     txn: &impl ConnectionTrait,
+    view: &impl View,
     settings: &Settings,
     now: i64,
     out: &mut Changes,
 ) -> anyhow::Result<()> {
     let kind = AlertKind::TooManyGlobalAdmins;
-    let (found, due) = evaluate::too_many_global_admins(txn, settings, now).await?;
+    let (found, due) = evaluate::too_many_global_admins(view, settings, now).await?;
     let mut keys: BTreeSet<String> = incidents::current_keys(txn, kind)
         .await?
         .into_iter()
         .collect();
     let mut found: BTreeMap<String, evaluate::Finding> = found.into_iter().collect();
     keys.extend(found.keys().cloned());
-    for key in keys {
-        let evaluation = evaluate::Evaluation {
-            finding: found.remove(&key),
-            due_at_ms: None,
-        };
-        incidents::reconcile(txn, kind, &key, evaluation, now, out).await?;
-    }
-    // One timer row for the whole alert, under the empty key.
-    let whole = evaluate::Evaluation {
-        finding: None,
-        due_at_ms: due,
-    };
-    incidents::reconcile(txn, kind, "", whole, now, out).await
+    let mut evaluations: Vec<(String, evaluate::Evaluation)> = keys
+        .into_iter()
+        .map(|key| {
+            let finding = found.remove(&key);
+            (
+                key,
+                evaluate::Evaluation {
+                    finding,
+                    due_at_ms: None,
+                },
+            )
+        })
+        .collect();
+    evaluations.push((
+        String::new(),
+        evaluate::Evaluation {
+            finding: None,
+            due_at_ms: due,
+        },
+    ));
+    incidents::reconcile_many(txn, kind, evaluations, now, out).await
 }
 
 /// The alert as the API and the events show it.
@@ -380,7 +400,7 @@ pub async fn due(
     if targets.is_empty() {
         return Ok(0);
     }
-    evaluate(txn, alerting, targets, now).await?;
+    evaluate(txn, &Tables(txn), alerting, targets, now).await?;
     txn.execute_raw(stmt(
         txn,
         "UPDATE alert_state SET scanned_at_ms = $1 WHERE id = 1",

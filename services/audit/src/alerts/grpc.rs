@@ -254,9 +254,15 @@ impl AlertService for AlertApi {
             .await
             .map_err(internal)?;
         // New thresholds apply at once, to everything already known.
-        engine::evaluate(&txn, &self.alerting, Targets::all_of(kind), now)
-            .await
-            .map_err(internal)?;
+        engine::evaluate(
+            &txn,
+            &super::view::Tables(&txn),
+            &self.alerting,
+            Targets::all_of(kind),
+            now,
+        )
+        .await
+        .map_err(internal)?;
         txn.commit().await.map_err(internal)?;
         self.ctx.outbox.wake();
         Ok(Response::new(UpdateAlertConfigurationResponse {

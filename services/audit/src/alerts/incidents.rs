@@ -190,65 +190,119 @@ pub struct Changes {
     pub resolved: Vec<Incident>,
 }
 
-/// Brings the current incident of (`kind`, `key`) in line with `evaluation`, and records when to
-/// look again.
-pub async fn reconcile(
+/// Reconciles the incidents of `kind` for each key with its evaluation, in key order: opens,
+/// updates or closes the current incident, and sets or clears the key's timer. A refresh
+/// reconciles thousands of keys, so the reads and the common writes go many keys to a statement.
+pub async fn reconcile_many(
     txn: &impl ConnectionTrait,
     kind: AlertKind,
-    key: &str,
-    evaluation: Evaluation,
+    evaluations: Vec<(String, Evaluation)>,
     now: i64,
     changes: &mut Changes,
 ) -> anyhow::Result<()> {
-    let existing = current(txn, kind, key).await?;
-    match (existing, evaluation.finding) {
-        (None, None) => {}
-        (Some(c), Some(f)) if c.episode == f.episode => {
-            if c.finding != f {
-                txn.execute_raw(stmt(
-                    txn,
-                    "UPDATE alert_incidents SET count = $2, last_seen_ms = $3, last_sequence = $4, \
-                     detail = $5 WHERE id = $1",
-                    [
-                        c.id.clone().into(),
-                        f.count.into(),
-                        f.last_seen_ms.into(),
-                        f.last_sequence.into(),
-                        f.detail.clone().into(),
-                    ],
-                ))
-                .await?;
+    let keys: Vec<&str> = evaluations.iter().map(|(k, _)| k.as_str()).collect();
+    let mut currents = current_of(txn, kind, &keys).await?;
+    let mut opened = Vec::new();
+    let mut due = Vec::new();
+    let mut not_due = Vec::new();
+    for (key, evaluation) in &evaluations {
+        match (currents.remove(key), evaluation.finding.clone()) {
+            (None, None) => {}
+            (Some(c), Some(f)) if c.episode == f.episode => {
+                if c.finding != f {
+                    txn.execute_raw(stmt(
+                        txn,
+                        "UPDATE alert_incidents SET count = $2, last_seen_ms = $3, \
+                         last_sequence = $4, detail = $5 WHERE id = $1",
+                        [
+                            c.id.clone().into(),
+                            f.count.into(),
+                            f.last_seen_ms.into(),
+                            f.last_sequence.into(),
+                            f.detail.clone().into(),
+                        ],
+                    ))
+                    .await?;
+                }
+            }
+            (existing, finding) => {
+                // Closed first: a key has one current incident, and the new one takes its place.
+                if let Some(c) = existing {
+                    close(txn, c, now, changes).await?;
+                }
+                if let Some(f) = finding {
+                    opened.push(new_incident(kind, key, f, now));
+                }
             }
         }
-        (existing, finding) => {
-            if let Some(c) = existing {
-                close(txn, c, now, changes).await?;
-            }
-            if let Some(f) = finding {
-                changes.raised.push(open(txn, kind, key, f, now).await?);
-            }
+        match evaluation.due_at_ms {
+            Some(at) => due.push(vec![kind.id().into(), key.clone().into(), at.into()]),
+            None => not_due.push(key.as_str()),
         }
     }
-    match evaluation.due_at_ms {
-        Some(due) => {
-            txn.execute_raw(stmt(
-                txn,
-                "INSERT INTO alert_due (alert_id, incident_key, due_at_ms) VALUES ($1, $2, $3) \
+    insert_incidents(txn, &opened).await?;
+    changes.raised.extend(opened);
+    for chunk in due.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", pim_db::placeholders(i * 3 + 1, 3)))
+            .collect();
+        txn.execute_raw(stmt(
+            txn,
+            &format!(
+                "INSERT INTO alert_due (alert_id, incident_key, due_at_ms) VALUES {} \
                  ON CONFLICT (alert_id, incident_key) DO UPDATE SET due_at_ms = excluded.due_at_ms",
-                [kind.id().into(), key.into(), due.into()],
-            ))
-            .await?;
-        }
-        None => {
-            txn.execute_raw(stmt(
-                txn,
-                "DELETE FROM alert_due WHERE alert_id = $1 AND incident_key = $2",
-                [kind.id().into(), key.into()],
-            ))
-            .await?;
-        }
+                rows.join(", ")
+            ),
+            chunk.iter().flatten().cloned(),
+        ))
+        .await?;
+    }
+    for chunk in not_due.chunks(ROWS_PER_STATEMENT) {
+        let mut values: Vec<sea_orm::Value> = vec![kind.id().into()];
+        values.extend(chunk.iter().map(|k| sea_orm::Value::from(*k)));
+        txn.execute_raw(stmt(
+            txn,
+            &format!(
+                "DELETE FROM alert_due WHERE alert_id = $1 AND incident_key IN ({})",
+                pim_db::placeholders(2, chunk.len())
+            ),
+            values,
+        ))
+        .await?;
     }
     Ok(())
+}
+
+/// Keys per statement: far inside both engines' limits on bound values.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The current incidents of `kind` for `keys`, by key.
+async fn current_of(
+    txn: &impl ConnectionTrait,
+    kind: AlertKind,
+    keys: &[&str],
+) -> anyhow::Result<std::collections::HashMap<String, Incident>> {
+    let mut found = std::collections::HashMap::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut values: Vec<sea_orm::Value> = vec![kind.id().into()];
+        values.extend(chunk.iter().map(|k| sea_orm::Value::from(*k)));
+        let rows = txn
+            .query_all_raw(stmt(
+                txn,
+                &format!(
+                    "SELECT * FROM alert_incidents WHERE alert_id = $1 AND current \
+                     AND incident_key IN ({})",
+                    pim_db::placeholders(2, chunk.len())
+                ),
+                values,
+            ))
+            .await?;
+        for row in &rows {
+            let incident = incident(row)?;
+            found.insert(incident.key.clone(), incident);
+        }
+    }
+    Ok(found)
 }
 
 /// An open incident is resolved; a dismissed one stops being current, quietly.
@@ -276,14 +330,8 @@ async fn close(
     Ok(())
 }
 
-async fn open(
-    txn: &impl ConnectionTrait,
-    kind: AlertKind,
-    key: &str,
-    f: Finding,
-    now: i64,
-) -> anyhow::Result<Incident> {
-    let incident = Incident {
+fn new_incident(kind: AlertKind, key: &str, f: Finding, now: i64) -> Incident {
+    Incident {
         id: uuid::Uuid::now_v7().to_string(),
         alert_id: kind.id().to_owned(),
         key: key.to_owned(),
@@ -297,34 +345,72 @@ async fn open(
         justification: String::new(),
         remediated_by: String::new(),
         remediated_at_ms: None,
-    };
-    let f = &incident.finding;
-    txn.execute_raw(stmt(
-        txn,
-        "INSERT INTO alert_incidents (id, alert_id, incident_key, current, state, episode, \
-         principal_id, role_id, scope, schedule_id, count, last_sequence, first_seen_ms, \
-         last_seen_ms, detail, opened_at_ms, closed_at_ms, dismissed_by, justification, \
-         remediated_by, remediated_at_ms) VALUES ($1, $2, $3, TRUE, 'open', $4, $5, $6, $7, $8, \
-         $9, $10, $11, $12, $13, $14, NULL, '', '', '', NULL)",
-        [
-            incident.id.clone().into(),
-            incident.alert_id.clone().into(),
-            key.into(),
-            f.episode.into(),
-            f.principal_id.clone().into(),
-            f.role_id.clone().into(),
-            f.scope.clone().into(),
-            f.schedule_id.clone().into(),
-            f.count.into(),
-            f.last_sequence.into(),
-            f.first_seen_ms.into(),
-            f.last_seen_ms.into(),
-            f.detail.clone().into(),
-            now.into(),
-        ],
-    ))
-    .await?;
-    Ok(incident)
+    }
+}
+
+/// Inserts new open incidents, many to a statement.
+async fn insert_incidents(
+    txn: &impl ConnectionTrait,
+    incidents: &[Incident],
+) -> anyhow::Result<()> {
+    const WIDTH: usize = 14;
+    for chunk in incidents.chunks(ROWS_PER_STATEMENT / 4) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let n = i * WIDTH;
+                format!(
+                    "(${}, ${}, ${}, TRUE, 'open', ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, \
+                     ${}, ${}, NULL, '', '', '', NULL)",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7,
+                    n + 8,
+                    n + 9,
+                    n + 10,
+                    n + 11,
+                    n + 12,
+                    n + 13,
+                    n + 14
+                )
+            })
+            .collect();
+        let values = chunk.iter().flat_map(|incident| {
+            let f = &incident.finding;
+            [
+                incident.id.clone().into(),
+                incident.alert_id.clone().into(),
+                incident.key.clone().into(),
+                f.episode.into(),
+                f.principal_id.clone().into(),
+                f.role_id.clone().into(),
+                f.scope.clone().into(),
+                f.schedule_id.clone().into(),
+                f.count.into(),
+                f.last_sequence.into(),
+                f.first_seen_ms.into(),
+                f.last_seen_ms.into(),
+                f.detail.clone().into(),
+                incident.opened_at_ms.into(),
+            ]
+        });
+        txn.execute_raw(stmt(
+            txn,
+            &format!(
+                "INSERT INTO alert_incidents (id, alert_id, incident_key, current, state, episode, \
+                 principal_id, role_id, scope, schedule_id, count, last_sequence, first_seen_ms, \
+                 last_seen_ms, detail, opened_at_ms, closed_at_ms, dismissed_by, justification, \
+                 remediated_by, remediated_at_ms) VALUES {}",
+                rows.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// Dismisses open incidents (one, or all of the alert); returns them as dismissed.

@@ -12,6 +12,7 @@ mod grpc;
 pub mod incidents;
 pub mod projection;
 pub mod refresh;
+pub mod view;
 
 use std::time::Duration;
 

@@ -176,23 +176,23 @@ fn activation_values(a: &ActivationFact) -> Vec<Value> {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct PrincipalRow {
-    enabled: bool,
-    guest: bool,
-    break_glass: bool,
-    disabled_at_ms: Option<i64>,
+pub(super) struct PrincipalRow {
+    pub(super) enabled: bool,
+    pub(super) guest: bool,
+    pub(super) break_glass: bool,
+    pub(super) disabled_at_ms: Option<i64>,
 }
 
 /// The projection folded in memory from the log, for a refresh. Its `apply` mirrors the SQL of
 /// [`apply`] above, statement for statement.
 #[derive(Default)]
 pub struct Fold {
-    roles: BTreeMap<String, bool>,
-    principals: BTreeMap<String, PrincipalRow>,
-    schedules: BTreeMap<String, ScheduleFact>,
-    policies: BTreeMap<(String, String), (bool, i64)>,
-    activations: BTreeMap<String, ActivationFact>,
-    uses: Vec<(i64, String, i64)>,
+    pub(super) roles: BTreeMap<String, bool>,
+    pub(super) principals: BTreeMap<String, PrincipalRow>,
+    pub(super) schedules: BTreeMap<String, ScheduleFact>,
+    pub(super) policies: BTreeMap<(String, String), (bool, i64)>,
+    pub(super) activations: BTreeMap<String, ActivationFact>,
+    pub(super) uses: Vec<(i64, String, i64)>,
 }
 
 impl Fold {
@@ -265,7 +265,7 @@ impl Fold {
     }
 
     /// Replaces the tables' rows with the fold's, in multi-row inserts.
-    pub async fn write(self, txn: &impl ConnectionTrait) -> anyhow::Result<()> {
+    pub async fn write(&self, txn: &impl ConnectionTrait) -> anyhow::Result<()> {
         for table in [
             "alert_roles",
             "alert_principals",
@@ -281,16 +281,16 @@ impl Fold {
             txn,
             "alert_roles (role_id, privileged)",
             self.roles
-                .into_iter()
-                .map(|(id, p)| vec![id.into(), p.into()]),
+                .iter()
+                .map(|(id, p)| vec![id.clone().into(), (*p).into()]),
         )
         .await?;
         insert_rows(
             txn,
             "alert_principals (principal_id, enabled, guest, break_glass, disabled_at_ms)",
-            self.principals.into_iter().map(|(id, p)| {
+            self.principals.iter().map(|(id, p)| {
                 vec![
-                    id.into(),
+                    id.clone().into(),
                     p.enabled.into(),
                     p.guest.into(),
                     p.break_glass.into(),
@@ -308,9 +308,14 @@ impl Fold {
         insert_rows(
             txn,
             "alert_policies (role_id, scope, mfa_required, set_at_ms)",
-            self.policies
-                .into_iter()
-                .map(|((r, s), (mfa, at))| vec![r.into(), s.into(), mfa.into(), at.into()]),
+            self.policies.iter().map(|((r, s), (mfa, at))| {
+                vec![
+                    r.clone().into(),
+                    s.clone().into(),
+                    (*mfa).into(),
+                    (*at).into(),
+                ]
+            }),
         )
         .await?;
         insert_rows(
@@ -323,8 +328,8 @@ impl Fold {
             txn,
             "alert_break_glass_uses (sequence, principal_id, at_ms)",
             self.uses
-                .into_iter()
-                .map(|(seq, p, at)| vec![seq.into(), p.into(), at.into()]),
+                .iter()
+                .map(|(seq, p, at)| vec![(*seq).into(), p.clone().into(), (*at).into()]),
         )
         .await?;
         Ok(())
@@ -338,8 +343,11 @@ async fn insert_rows(
     table: &str,
     rows: impl Iterator<Item = Vec<Value>>,
 ) -> anyhow::Result<()> {
+    // Collected first: a borrowing iterator held across the awaits below would tie the future
+    // to its lifetime.
+    let rows: Vec<Vec<Value>> = rows.collect();
     let mut batch: Vec<Vec<Value>> = Vec::new();
-    let mut rows = rows.peekable();
+    let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         batch.clear();
         batch.extend(rows.by_ref().take(1000));

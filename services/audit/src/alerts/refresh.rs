@@ -10,6 +10,7 @@ use super::{
     engine::{self, Alerting, Targets},
     facts::{FACT_TYPES, activity_of, facts_of},
     projection::Fold,
+    view::Folded,
 };
 use crate::record::RecordContent;
 
@@ -79,7 +80,10 @@ pub async fn refresh(
     fold.write(txn).await?;
     txn.execute_raw(stmt(txn, "DELETE FROM alert_due", []))
         .await?;
-    let changes = engine::evaluate(txn, alerting, Targets::everything(), now).await?;
+    // Evaluated from the fold in memory: the tables now hold the same, and reading them back
+    // one key at a time would cost a round trip per question.
+    let view = Folded::new(fold, txn).await?;
+    let changes = engine::evaluate(txn, &view, alerting, Targets::everything(), now).await?;
     txn.execute_raw(stmt(
         txn,
         "UPDATE alert_state SET scanned_at_ms = $1, records_scanned = $2 WHERE id = 1",
