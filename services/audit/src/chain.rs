@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use pim_events::NewEvent;
 use pim_host::HostContext;
 use pim_proto::audit::v1::{ChainBreak, CheckpointSigned, RecordsPurged};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
 use crate::{
-    record::{ChainedRecord, GENESIS_HASH, hashes_hold},
+    record::{ChainedRecord, GENESIS_HASH},
     signing::{CheckpointSigner, CheckpointVerifier},
     store::{self, StoredCheckpoint},
     verify::{Break, ChainCheck},
@@ -33,7 +34,7 @@ pub struct Verification {
 /// record is anchored by the genesis hash, by the signed checkpoint at a purge's cut, or, for a
 /// range that starts later, by the stored hash of the record before it.
 pub async fn verify_range(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     signer: &CheckpointVerifier,
     from: Option<i64>,
     to: Option<i64>,
@@ -67,29 +68,24 @@ pub async fn verify_range(
         }
     };
     let mut check = ChainCheck::new(signer, from, anchor);
-    let mut batch = read_batch(db, from, to).await?;
+    // Batches by sequence, read and hashed by tasks of their own a few at a time and checked
+    // here in order: reading and decoding rows is most of the work, and one task doing it
+    // leaves the other core idle. A batch with rows missing simply holds fewer records; the
+    // check finds the gap at the next record or at the end.
+    let starts = (from..=to).step_by(BATCH as usize);
+    let mut batches = futures_util::stream::iter(starts)
+        .map(|start| {
+            let db = db.clone();
+            let end = to.min(start + BATCH as i64 - 1);
+            AbortOnDrop(tokio::spawn(read_and_hash(db, start, end)))
+        })
+        .buffered(READERS);
     let result = loop {
-        let (records, checkpoints) = batch;
-        let Some(last) = records.last().map(|r| r.content.sequence) else {
+        let Some(batch) = batches.next().await else {
             break check.finish(to);
         };
+        let (records, holds, checkpoints) = batch??;
         check.expect_checkpoints(checkpoints);
-        let next = last + 1;
-        // The next batch is read while this one is hashed on other threads, so the database's
-        // work and ours overlap instead of taking turns.
-        let (fetched, hashed) = tokio::join!(
-            async {
-                match next > to {
-                    true => Ok((Vec::new(), Vec::new())),
-                    false => read_batch(db, next, to).await,
-                }
-            },
-            tokio::task::spawn_blocking(move || {
-                let holds = hashes_hold(&records);
-                (records, holds)
-            }),
-        );
-        let (records, holds) = hashed?;
         if let Err(broken) = records
             .iter()
             .zip(holds)
@@ -97,10 +93,6 @@ pub async fn verify_range(
         {
             break Err(broken);
         }
-        if next > to {
-            break check.finish(to);
-        }
-        batch = fetched?;
     };
     outcome.broken = result.err();
     outcome.records_checked = check.records_checked;
@@ -108,18 +100,45 @@ pub async fn verify_range(
     Ok(outcome)
 }
 
-/// Records from `from` (at most [`BATCH`], up to `to`) and the checkpoints among them.
-async fn read_batch(
-    db: &impl ConnectionTrait,
-    from: i64,
-    to: i64,
-) -> anyhow::Result<(Vec<ChainedRecord>, Vec<StoredCheckpoint>)> {
-    let records = store::range(db, from, to, BATCH).await?;
-    let checkpoints = match records.last() {
-        Some(last) => store::checkpoints(db, from, last.content.sequence, u64::MAX).await?,
-        None => Vec::new(),
-    };
-    Ok((records, checkpoints))
+/// Batches read and hashed at once.
+const READERS: usize = 3;
+
+/// The records `start..=end`, whether each one's hash holds, and the checkpoints among them.
+async fn read_and_hash(
+    db: DatabaseConnection,
+    start: i64,
+    end: i64,
+) -> anyhow::Result<(Vec<ChainedRecord>, Vec<bool>, Vec<StoredCheckpoint>)> {
+    let records = store::range(&db, start, end, BATCH).await?;
+    let checkpoints = store::checkpoints(&db, start, end, u64::MAX).await?;
+    let (records, holds) = tokio::task::spawn_blocking(move || {
+        let holds = records.iter().map(ChainedRecord::hash_holds).collect();
+        (records, holds)
+    })
+    .await?;
+    Ok((records, holds, checkpoints))
+}
+
+/// A spawned reader that stops when its result is no longer wanted (a break was found).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = anyhow::Result<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| joined.map_err(anyhow::Error::from))
+    }
 }
 
 /// The hash that the record at `from` must follow.

@@ -159,22 +159,6 @@ impl ChainedRecord {
     }
 }
 
-/// Whether each record's hash holds, computed on two threads: verification's CPU-bound part.
-pub fn hashes_hold(records: &[ChainedRecord]) -> Vec<bool> {
-    let (left, right) = records.split_at(records.len() / 2);
-    let check = |part: &[ChainedRecord]| part.iter().map(ChainedRecord::hash_holds).collect();
-    std::thread::scope(|scope| {
-        let right = scope.spawn(|| check(right));
-        let mut holds: Vec<bool> = check(left);
-        holds.extend(
-            right
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        );
-        holds
-    })
-}
-
 /// The bytes a checkpoint's signature covers.
 pub fn checkpoint_message(sequence: i64, hash: &str, signed_at_ms: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(160);
