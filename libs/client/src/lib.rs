@@ -3,6 +3,9 @@
 //! uses this crate, and so can any Rust service that calls PIM.
 
 pub mod roles;
+mod traced;
+
+pub use traced::ClientSpans;
 
 use std::{
     future::Future,
@@ -106,7 +109,8 @@ impl Interceptor for Authorize {
     }
 }
 
-pub type AuthorizedChannel = InterceptedService<Channel, Authorize>;
+/// A channel whose calls carry credentials and the trace context, each in a client span.
+pub type AuthorizedChannel = ClientSpans<InterceptedService<Channel, Authorize>>;
 
 /// A lazily connecting channel with a per-call deadline; over TLS when `tls` is given.
 pub fn channel(
@@ -146,46 +150,48 @@ impl PimClient {
         ))
     }
 
+    /// The channel as every client here uses it.
+    fn traced(&self) -> AuthorizedChannel {
+        ClientSpans::new(InterceptedService::new(
+            self.channel.clone(),
+            self.authorize.clone(),
+        ))
+    }
+
     pub fn assignment(&self) -> AssignmentServiceClient<AuthorizedChannel> {
-        AssignmentServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+        AssignmentServiceClient::new(self.traced())
     }
 
     pub fn assignment_internal(&self) -> AssignmentInternalServiceClient<AuthorizedChannel> {
-        AssignmentInternalServiceClient::with_interceptor(
-            self.channel.clone(),
-            self.authorize.clone(),
-        )
+        AssignmentInternalServiceClient::new(self.traced())
     }
 
     pub fn activation(&self) -> ActivationServiceClient<AuthorizedChannel> {
-        ActivationServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+        ActivationServiceClient::new(self.traced())
     }
 
     pub fn approval(&self) -> ApprovalServiceClient<AuthorizedChannel> {
-        ApprovalServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+        ApprovalServiceClient::new(self.traced())
     }
 
     pub fn approval_internal(&self) -> ApprovalInternalServiceClient<AuthorizedChannel> {
-        ApprovalInternalServiceClient::with_interceptor(
-            self.channel.clone(),
-            self.authorize.clone(),
-        )
+        ApprovalInternalServiceClient::new(self.traced())
     }
 
     pub fn audit(&self) -> AuditServiceClient<AuthorizedChannel> {
-        AuditServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+        AuditServiceClient::new(self.traced())
     }
 
     pub fn alerts(&self) -> AlertServiceClient<AuthorizedChannel> {
-        AlertServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+        AlertServiceClient::new(self.traced())
     }
 
     pub fn notification(&self) -> NotificationServiceClient<AuthorizedChannel> {
-        NotificationServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+        NotificationServiceClient::new(self.traced())
     }
 
     pub fn replay(&self) -> EventReplayServiceClient<AuthorizedChannel> {
-        EventReplayServiceClient::with_interceptor(self.channel.clone(), self.authorize.clone())
+        EventReplayServiceClient::new(self.traced())
     }
 }
 

@@ -92,7 +92,7 @@ where
                     Ok(response) => status_of(response.headers()),
                     Err(_) => tonic::Code::Unknown,
                 };
-                let name = code_name(code);
+                let name = pim_telemetry::grpc_status_name(code);
                 recorded.record("rpc.response.status_code", name);
                 if is_server_error(code) {
                     recorded.record("otel.status_code", "ERROR");
@@ -147,29 +147,6 @@ fn is_server_error(code: tonic::Code) -> bool {
     )
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,7 +167,10 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         assert_eq!(status_of(&headers), tonic::Code::Ok);
         headers.insert("grpc-status", http::HeaderValue::from_static("5"));
-        assert_eq!(code_name(status_of(&headers)), "NOT_FOUND");
+        assert_eq!(
+            pim_telemetry::grpc_status_name(status_of(&headers)),
+            "NOT_FOUND"
+        );
         assert!(is_server_error(tonic::Code::Internal));
         assert!(!is_server_error(tonic::Code::PermissionDenied));
     }

@@ -3,6 +3,7 @@
 //! trace-context propagation through gRPC metadata and stream entries, and the catalogue of
 //! PIM's metrics.
 
+mod grpc_status;
 mod logs;
 pub mod metrics;
 mod options;
@@ -10,6 +11,7 @@ mod propagation;
 mod routing;
 
 use anyhow::Context as _;
+pub use grpc_status::grpc_status_name;
 pub use logs::{log_dispatch, log_layer};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
