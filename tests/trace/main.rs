@@ -154,6 +154,7 @@ async fn one_trace_follows_an_activation_with_approval_through_all_five_services
         ),
         ("assignment.window_provisioned process", "audit"),
         ("activation.request_granted process", "audit"),
+        ("activation.request_submitted publish", "activation"),
     ];
     let trace = h
         .eventually(Duration::from_secs(30), || {
@@ -380,6 +381,38 @@ fn assert_semantic_conventions(trace: &[ReceivedSpan]) {
             .get("pim.notification.outcome")
             .map(String::as_str),
         Some("delivered")
+    );
+    // The database work of the provisioning call is in the trace, statement by statement,
+    // with the statement's text and never its values.
+    let provision = one(
+        trace,
+        "pim.assignment.v1.AssignmentInternalService/ProvisionWindow",
+        "assignment",
+    );
+    let statements: Vec<&ReceivedSpan> = trace
+        .iter()
+        .filter(|s| s.attributes.contains_key("db.system.name"))
+        .filter(|s| s.parent_span_id == provision.span_id)
+        .collect();
+    assert!(
+        statements.iter().any(|s| s.name == "INSERT"),
+        "no INSERT span under ProvisionWindow"
+    );
+    for statement in &statements {
+        assert_eq!(statement.kind, "SPAN_KIND_CLIENT");
+        assert_eq!(statement.service_name, service_of("assignment"));
+        assert_eq!(statement.attributes["db.system.name"], "postgresql");
+        assert!(!statement.attributes["db.query.text"].contains("carol@example.test"));
+    }
+    // The relay's publish of the submission, a child of the span that wrote it.
+    let published = one(trace, "activation.request_submitted publish", "activation");
+    assert_eq!(published.kind, "SPAN_KIND_PRODUCER");
+    assert_eq!(
+        published
+            .attributes
+            .get("messaging.operation.type")
+            .map(String::as_str),
+        Some("send")
     );
 }
 

@@ -264,7 +264,11 @@ async fn measure(
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let result = loop {
-        let n = seen.lock().map(|s| s.len()).unwrap_or_default();
+        // Only this run's triggers count: the outbox also holds what the refresh raised.
+        let n = match (seen.lock(), committed.lock()) {
+            (Ok(seen), Ok(committed)) => committed.keys().filter(|k| seen.contains_key(*k)).count(),
+            _ => 0,
+        };
         if n >= triggers {
             break Ok(());
         }

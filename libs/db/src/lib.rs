@@ -56,9 +56,19 @@ pub async fn connect(url: &str, pool: PoolSize) -> anyhow::Result<DatabaseConnec
                 .create_if_missing(true)
         });
     }
-    Database::connect(options)
+    let mut db = Database::connect(options)
         .await
-        .with_context(|| format!("connecting to {}", redact(url)))
+        .with_context(|| format!("connecting to {}", redact(url)))?;
+    // Every statement is a span under the span that ran it (`db.*` attributes).
+    let system = if is_sqlite(url) {
+        "sqlite"
+    } else {
+        "postgresql"
+    };
+    db.set_metric_callback(move |info| {
+        pim_telemetry::db_statement(system, &info.statement.sql, info.elapsed, info.failed);
+    });
+    Ok(db)
 }
 
 /// A migration written as SQL, with a variant per backend where they differ.

@@ -182,10 +182,20 @@ impl Relay {
         let Some(last) = events.last().map(|e| e.sequence as i64) else {
             return Ok(0);
         };
-        self.publisher
-            .publish(&events)
-            .await
-            .context("publishing")?;
+        // One span per event, in the trace of the transaction that wrote it, open while the
+        // batch is published: the time an event waited for the relay shows in its own trace.
+        let spans: Vec<tracing::Span> = events
+            .iter()
+            .map(|event| publish_span(event, self.outbox.producer()))
+            .collect();
+        let published = self.publisher.publish(&events).await;
+        if published.is_err() {
+            for span in &spans {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        drop(spans);
+        published.context("publishing")?;
         let now = self.outbox.clock().now_millis();
         let producer = [KeyValue::new(
             "pim.producer",
@@ -315,4 +325,24 @@ pub(crate) fn lock_key(name: &str) -> i64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash as i64
+}
+
+/// The producer span of publishing `event`, a child of the span that wrote it.
+fn publish_span(event: &Event, producer: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event.publish",
+        otel.name = %format!("{} publish", event.r#type),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "redis",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        // The logical stream, without the deployment's PIM_STREAM_PREFIX.
+        messaging.destination.name = %format!("events:{producer}"),
+        messaging.message.id = %event.id,
+        event.r#type = %event.r#type,
+        event.sequence = event.sequence,
+    );
+    pim_telemetry::set_parent_from(&span, &crate::envelope::trace_of(event), producer);
+    span
 }

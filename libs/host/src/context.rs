@@ -25,6 +25,17 @@ pub struct HostContext {
     pub cancel: CancellationToken,
 }
 
+impl HostContext {
+    /// Spawns a background task of this context (a timer, a runner): the spans it starts
+    /// without a parent of their own are exported under this context's name.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(pim_telemetry::in_service(self.service.as_str(), task));
+    }
+}
+
 /// Clients of the other contexts, authenticated as this service.
 #[derive(Clone)]
 pub struct Peers {

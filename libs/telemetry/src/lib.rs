@@ -3,6 +3,7 @@
 //! trace-context propagation through gRPC metadata and stream entries, and the catalogue of
 //! PIM's metrics.
 
+mod db_spans;
 mod grpc_status;
 mod logs;
 pub mod metrics;
@@ -11,6 +12,7 @@ mod propagation;
 mod routing;
 
 use anyhow::Context as _;
+pub use db_spans::db_statement;
 pub use grpc_status::grpc_status_name;
 pub use logs::{log_dispatch, log_layer};
 use opentelemetry::trace::TracerProvider as _;
@@ -22,7 +24,7 @@ use opentelemetry_sdk::{
 pub use options::{Root, Sampling, TelemetryOptions};
 pub use propagation::{
     TraceContext, current_trace_context, current_trace_id, inject_into_metadata, resume,
-    set_parent_from, set_parent_from_http,
+    set_parent_from, set_parent_from_http, timer_span,
 };
 pub use routing::{ServiceScope, in_service};
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
@@ -75,6 +77,7 @@ pub fn init(options: &TelemetryOptions) -> anyhow::Result<TelemetryGuard> {
     // lines still carry trace ids. Separate filters per layer: one global filter at `warn`
     // would disable the INFO spans that carry trace context, and trace ids would be zeros.
     let trace_filter = EnvFilter::try_new(&options.trace_filter).context("PIM_TRACE_FILTER")?;
+    db_spans::install(tracer.tracer("pim.db"));
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer.tracer("pim"))
         .with_filter(trace_filter);

@@ -129,3 +129,16 @@ pub fn inject_into_metadata(metadata: &mut tonic::metadata::MetadataMap) {
         p.inject_context(&cx, &mut Metadata(metadata))
     });
 }
+
+/// The span of one timer firing that found work: `timer` names what fired (for example
+/// `activation.request_expiry`), `key` what it fired for. It belongs to the context whose task
+/// runs it ([`crate::in_service`]).
+pub fn timer_span(timer: &str, key: &str) -> tracing::Span {
+    tracing::info_span!(
+        "timer.fire",
+        otel.name = %timer,
+        otel.kind = "internal",
+        pim.timer = %timer,
+        pim.timer.key = %key,
+    )
+}

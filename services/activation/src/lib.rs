@@ -38,14 +38,14 @@ impl ContextService for Activation {
         let approved = Arc::new(Notify::new());
         let every = ctx.settings.timer_interval;
         let expire = timers::expire(flow.clone(), every);
-        tokio::spawn(pim_telemetry::in_service("activation", expire));
+        ctx.spawn(expire);
         let reconcile = timers::reconcile(
             flow.clone(),
             approved.clone(),
             every,
             ctx.settings.reconcile_after,
         );
-        tokio::spawn(pim_telemetry::in_service("activation", reconcile));
+        ctx.spawn(reconcile);
         let consumer = consumer::Consumer {
             store,
             outbox: ctx.outbox.clone(),

@@ -77,6 +77,7 @@ async fn expire_due(flow: &Flow) -> anyhow::Result<usize> {
             Change::to(RequestStatus::Expired).because("WINDOW_ENDED"),
             "",
         )
+        .instrument(pim_telemetry::timer_span("activation.request_expiry", id))
         .await?;
     }
     txn.commit().await?;

@@ -35,7 +35,7 @@ impl ContextService for Approval {
 
     async fn build(ctx: HostContext) -> anyhow::Result<Built> {
         let store = store::Store::new(ctx.db.clone());
-        tokio::spawn(timers::run(
+        ctx.spawn(timers::run(
             store.clone(),
             ctx.clone(),
             ctx.settings.timer_interval,
@@ -44,7 +44,7 @@ impl ContextService for Approval {
             store: reviews::ReviewStore::new(ctx.db.clone()),
             ctx: ctx.clone(),
         };
-        tokio::spawn(reviews::runner::run(
+        ctx.spawn(reviews::runner::run(
             reviews.clone(),
             ctx.settings.timer_interval,
         ));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pim_config::ServiceName;
 use pim_host::HostContext;
+use tracing::Instrument as _;
 
 use crate::{directory::Directory, store::Store};
 
@@ -40,6 +41,19 @@ async fn fire_next(store: &Store, ctx: &HostContext) -> anyhow::Result<bool> {
         txn.commit().await?;
         return Ok(false);
     };
+    let span = pim_telemetry::timer_span(&format!("approval.case_{}", timer.kind), &timer.case_id);
+    fire(store, ctx, txn, timer, now).instrument(span).await?;
+    Ok(true)
+}
+
+/// Applies one due timer, in the transaction that claimed it.
+async fn fire(
+    store: &Store,
+    ctx: &HostContext,
+    txn: sea_orm::DatabaseTransaction,
+    timer: crate::store::DueTimer,
+    now: i64,
+) -> anyhow::Result<()> {
     if let Some(case) = store.load_in(&txn, &timer.case_id).await? {
         let plan = match timer.kind.as_str() {
             "timeout" => case.time_out(timer.stage, now),
@@ -64,5 +78,5 @@ async fn fire_next(store: &Store, ctx: &HostContext) -> anyhow::Result<bool> {
     }
     store.remove_timer(&txn, &timer).await?;
     txn.commit().await?;
-    Ok(true)
+    Ok(())
 }

@@ -71,7 +71,7 @@ impl ContextService for Assignment {
             )
             .await?;
         ctx.outbox.wake();
-        tokio::spawn(timers::run(
+        ctx.spawn(timers::run(
             store.clone(),
             ctx.clone(),
             ctx.settings.timer_interval,

@@ -52,8 +52,8 @@ impl ContextService for Audit {
             signer.clone(),
         )));
         routes.add_service(alerts::service(ctx.clone()));
-        tokio::spawn(chain::run(ctx.clone(), signer));
-        tokio::spawn(alerts::run_timer(ctx.clone()));
+        ctx.spawn(chain::run(ctx.clone(), signer));
+        ctx.spawn(alerts::run_timer(ctx.clone()));
         Ok(Built {
             routes,
             handler: Some(Arc::new(ingest::Recorder::new(

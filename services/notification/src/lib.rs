@@ -109,7 +109,7 @@ impl ContextService for Notification {
             endpoint_concurrency: settings.endpoint_concurrency,
             cancel: ctx.cancel.clone(),
         });
-        tokio::spawn(pim_telemetry::in_service("notification", worker.run()));
+        ctx.spawn(worker.run());
         let digest_on = settings.digest_interval.is_some() && settings.smtp.is_some();
         if let (Some(interval), true) = (settings.digest_interval, digest_on) {
             let digest = digest::Digest {
@@ -123,7 +123,7 @@ impl ContextService for Notification {
                 wake: wake.clone(),
             };
             digest.baseline().await?;
-            tokio::spawn(digest.run(ctx.settings.timer_interval, ctx.cancel.clone()));
+            ctx.spawn(digest.run(ctx.settings.timer_interval, ctx.cancel.clone()));
         }
         let consumer = consumer::Consumer {
             store: store.clone(),

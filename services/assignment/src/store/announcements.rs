@@ -6,6 +6,7 @@ use pim_db::stmt;
 use pim_events::{NewEvent, Outbox};
 use pim_proto::assignment::v1::{ScheduleExpired, ScheduleExpiring};
 use sea_orm::{ConnectionTrait, TransactionTrait};
+use tracing::Instrument as _;
 
 use super::{Store, schedules::schedule};
 
@@ -46,6 +47,10 @@ impl Store {
                 );
                 announced += usize::from(
                     self.announce_once(outbox, &schedule.id, kind, event, now_ms)
+                        .instrument(pim_telemetry::timer_span(
+                            "assignment.schedule_expiring",
+                            &schedule.id,
+                        ))
                         .await?,
                 );
             }
@@ -71,6 +76,10 @@ impl Store {
             );
             announced += usize::from(
                 self.announce_once(outbox, &schedule.id, "expired", event, now_ms)
+                    .instrument(pim_telemetry::timer_span(
+                        "assignment.schedule_expired",
+                        &schedule.id,
+                    ))
                     .await?,
             );
         }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use pim_host::HostContext;
 use pim_proto::audit::v1::alert_service_server::AlertServiceServer;
 use sea_orm::{ConnectionTrait, TransactionTrait};
+use tracing::Instrument as _;
 
 pub use engine::{Alerting, observe_many};
 
@@ -55,6 +56,13 @@ async fn tick(ctx: &HostContext) -> anyhow::Result<()> {
     if due.is_none() {
         return Ok(());
     }
+    due_now(ctx, now)
+        .instrument(pim_telemetry::timer_span("audit.alerts_due", ""))
+        .await
+}
+
+/// Evaluates the keys whose time has come, under the alert lock.
+async fn due_now(ctx: &HostContext, now: i64) -> anyhow::Result<()> {
     let txn = ctx.db.begin().await?;
     engine::lock(&txn).await?;
     let alerting = Alerting::new(ctx.outbox.clone(), &ctx.settings.audit.alerts_disabled);
