@@ -36,7 +36,7 @@ impl Consumer {
     async fn on_case(&self, txn: &DatabaseTransaction, event: &Event) -> anyhow::Result<()> {
         let changed: CaseChanged = decode(event)?;
         let case = changed.case.unwrap_or_default();
-        let actor = case.decided_by.clone();
+        let mut actor = case.decided_by.clone();
         let pending = [RequestStatus::PendingApproval];
         let change = match (event.r#type.as_str(), case.status()) {
             ("approval.case_decided", CaseStatus::Approved)
@@ -77,7 +77,17 @@ impl Consumer {
             ("approval.case_timed_out", _) => {
                 Change::to(RequestStatus::TimedOut).because("APPROVAL_TIMED_OUT")
             }
-            ("approval.case_canceled", _) => Change::to(RequestStatus::Canceled),
+            // Only the requestor cancels (activation's `Cancel` refuses anyone else), and
+            // approval knows only that activation asked: when this event overtakes the
+            // `Cancel` call's own write, the history still names who canceled.
+            ("approval.case_canceled", _) => {
+                actor = case
+                    .summary
+                    .as_ref()
+                    .map(|s| s.requestor_id.clone())
+                    .unwrap_or_default();
+                Change::to(RequestStatus::Canceled)
+            }
             _ => return Ok(()),
         };
         transition_in(
