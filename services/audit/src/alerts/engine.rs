@@ -139,16 +139,19 @@ impl Targets {
     }
 }
 
-/// Continuous evaluation of records in chain order, inside the consumer's transaction, as if
-/// each were observed alone. Most records
-/// carry no facts and change nothing the alerts know; for each run of those, who of their actors
-/// is break-glass is asked once, since no record of the run can change the answer.
+/// Continuous evaluation of records in chain order, inside the consumer's transaction. Each
+/// record's break-glass actor is judged by what was known before it, and its facts are applied
+/// in order, as a refresh does; what they touch is evaluated once, after the last, at the
+/// batch's one instant. Most records carry no facts and change nothing the alerts know; for each
+/// run of those, who of their actors is break-glass is asked once, since no record of the run
+/// can change the answer.
 pub async fn observe_many(
     txn: &impl ConnectionTrait,
     alerting: &Alerting,
     records: &[RecordContent],
     now: i64,
 ) -> anyhow::Result<()> {
+    let mut targets = Targets::default();
     let mut rest = records;
     while let Some(first) = rest.first() {
         let facts = facts_of(first);
@@ -157,7 +160,7 @@ pub async fn observe_many(
                 Some(actor) if projection::is_break_glass(txn, actor).await? => Some(actor),
                 _ => None,
             };
-            observe_known(txn, alerting, first, facts, actor, now).await?;
+            apply_known(txn, first, facts, actor, &mut targets).await?;
             rest = &rest[1..];
             continue;
         }
@@ -169,29 +172,32 @@ pub async fn observe_many(
         let break_glass = projection::break_glass_among(txn, &actors).await?;
         for record in &rest[..run] {
             if let Some(actor) = activity_of(record).filter(|a| break_glass.contains(*a)) {
-                observe_known(txn, alerting, record, Vec::new(), Some(actor), now).await?;
+                apply_known(txn, record, Vec::new(), Some(actor), &mut targets).await?;
             }
         }
         rest = &rest[run..];
     }
+    if !targets.is_empty() {
+        // A batch of schedule events used to evaluate the tenant-wide alert (two scans of every
+        // schedule) once per event; once per batch gives the same incidents at its end.
+        evaluate(txn, &Tables(txn), alerting, targets, now).await?;
+    }
     Ok(())
 }
 
-/// Applies a record's `facts` and its break-glass `actor` (judged by what was known before the
-/// record, as a refresh does) and evaluates what they touch.
-async fn observe_known(
+/// Applies a record's `facts` and its break-glass `actor` to the projection, and notes what
+/// they touch in `targets`.
+async fn apply_known(
     txn: &impl ConnectionTrait,
-    alerting: &Alerting,
     record: &RecordContent,
     facts: Vec<Fact>,
     actor: Option<&str>,
-    now: i64,
+    targets: &mut Targets,
 ) -> anyhow::Result<()> {
     if facts.is_empty() && actor.is_none() {
         return Ok(());
     }
     lock(txn).await?;
-    let mut targets = Targets::default();
     if let Some(actor) = actor {
         projection::record_use(txn, record.sequence, actor, record.occurred_at_ms).await?;
         targets.key(AlertKind::BreakGlassUsed, actor);
@@ -200,7 +206,6 @@ async fn observe_known(
         projection::apply(txn, fact).await?;
         targets.touched_by(fact);
     }
-    evaluate(txn, &Tables(txn), alerting, targets, now).await?;
     Ok(())
 }
 
