@@ -56,15 +56,8 @@ where
         Box::pin(
             async move {
                 let result = future.await;
-                // An error answer travels in the headers (trailers-only); a success has its
-                // OK in the trailers, after the message.
                 let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                    Ok(response) => pim_telemetry::grpc_status_of(response.headers()),
                     Err(_) => tonic::Code::Unavailable,
                 };
                 recorded.record(

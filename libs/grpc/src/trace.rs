@@ -89,7 +89,7 @@ where
             async move {
                 let result = inner.call(request).await;
                 let code = match &result {
-                    Ok(response) => status_of(response.headers()),
+                    Ok(response) => pim_telemetry::grpc_status_of(response.headers()),
                     Err(_) => tonic::Code::Unknown,
                 };
                 let name = pim_telemetry::grpc_status_name(code);
@@ -128,16 +128,6 @@ fn method_of(path: &str) -> String {
     }
 }
 
-/// The status of a unary answer: an error travels in the headers (trailers-only); a success
-/// has its OK in the trailers, after the message.
-fn status_of(headers: &http::HeaderMap) -> tonic::Code {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
-}
-
 /// The semantic conventions' server errors; the others are the caller's.
 fn is_server_error(code: tonic::Code) -> bool {
     use tonic::Code::*;
@@ -165,10 +155,10 @@ mod tests {
     #[test]
     fn the_status_comes_from_the_headers_or_is_ok() {
         let mut headers = http::HeaderMap::new();
-        assert_eq!(status_of(&headers), tonic::Code::Ok);
+        assert_eq!(pim_telemetry::grpc_status_of(&headers), tonic::Code::Ok);
         headers.insert("grpc-status", http::HeaderValue::from_static("5"));
         assert_eq!(
-            pim_telemetry::grpc_status_name(status_of(&headers)),
+            pim_telemetry::grpc_status_name(pim_telemetry::grpc_status_of(&headers)),
             "NOT_FOUND"
         );
         assert!(is_server_error(tonic::Code::Internal));

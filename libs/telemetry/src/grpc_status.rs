@@ -1,4 +1,5 @@
-//! The names of gRPC status codes as spans and metrics carry them (`rpc.response.status_code`).
+//! gRPC status codes as spans and metrics carry them (`rpc.response.status_code`): their
+//! names, and reading one from an answer's headers.
 
 /// The `google.rpc.Code` name of `code`.
 pub fn grpc_status_name(code: tonic::Code) -> &'static str {
@@ -22,4 +23,14 @@ pub fn grpc_status_name(code: tonic::Code) -> &'static str {
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// The status of a unary answer: an error travels in the headers (trailers-only); a success
+/// has its OK in the trailers, after the message.
+pub fn grpc_status_of(headers: &tonic::codegen::http::HeaderMap) -> tonic::Code {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
 }

@@ -13,7 +13,7 @@ mod routing;
 
 use anyhow::Context as _;
 pub use db_spans::db_statement;
-pub use grpc_status::grpc_status_name;
+pub use grpc_status::{grpc_status_name, grpc_status_of};
 pub use logs::{log_dispatch, log_layer};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
