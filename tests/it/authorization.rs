@@ -14,6 +14,7 @@ use pim_proto::assignment::v1::{
     PolicyRules, ProvisionWindowRequest, RemoveScheduleRequest, RemoveSchedulesRequest,
     RenewScheduleRequest, RevokeWindowRequest, Role, ScheduleChange, ScheduleKind,
     SetPolicyRequest, UpdateRoleRequest, UpdateScheduleRequest, UpsertPrincipalsRequest,
+    WatchAccessChangesRequest,
 };
 use pim_testkit::{ADMIN, Harness};
 use tonic::{Code, Status};
@@ -159,6 +160,10 @@ async fn call(method: &str, client: &PimClient, f: &Fixture) -> Result<(), Statu
                 role_id: ROLE.into(),
                 scope: SCOPE.into(),
             })
+            .await
+            .map(drop),
+        "AssignmentService/WatchAccessChanges" => a
+            .watch_access_changes(WatchAccessChangesRequest::default())
             .await
             .map(drop),
         "AssignmentService/GetRole" => a

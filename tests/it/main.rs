@@ -28,6 +28,7 @@ mod notification;
 mod policies;
 mod policy_documents;
 mod redaction;
+mod replicas;
 mod reviews;
 mod roles;
 mod schedules;

@@ -4,6 +4,7 @@
 mod domain;
 mod error;
 mod grpc;
+mod index;
 mod migration;
 mod store;
 mod timers;
@@ -76,7 +77,9 @@ impl ContextService for Assignment {
             ctx.clone(),
             ctx.settings.timer_interval,
         ));
-        let api = grpc::AssignmentApi::new(store, ctx);
+        let index = index::AccessIndex::load(store.clone()).await?;
+        ctx.spawn(index.clone().follow(ctx.cancel.clone()));
+        let api = grpc::AssignmentApi::new(store, index, ctx);
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(AssignmentServiceServer::new(api.clone()))

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(LISTING_INDEXES),
             Box::new(ORIGINS),
             Box::new(TICKETS),
+            Box::new(ACCESS_CHANGES),
         ]
     }
 }
@@ -179,3 +180,17 @@ const TICKETS: SqlMigration = SqlMigration {
 
 const TICKETS_SQL: &str = "ALTER TABLE schedules ADD COLUMN ticket_system TEXT NOT NULL DEFAULT ''; \
      ALTER TABLE schedules ADD COLUMN ticket_number TEXT NOT NULL DEFAULT '';";
+
+/// The access change log: for each revision, the principals (users or groups) whose schedules,
+/// windows, enablement or memberships it touched. Replicas follow it to keep their in-memory
+/// access index current; every write appends its row in its own transaction, and the lock on
+/// the revision row makes rows commit in revision order, so a reader never skips one.
+const ACCESS_CHANGES: SqlMigration = SqlMigration {
+    name: "m0009_access_changes",
+    postgres: ACCESS_CHANGES_SQL,
+    sqlite: ACCESS_CHANGES_SQL,
+    down: "DROP TABLE access_changes;",
+};
+
+const ACCESS_CHANGES_SQL: &str =
+    "CREATE TABLE access_changes (revision BIGINT PRIMARY KEY, subjects TEXT NOT NULL);";

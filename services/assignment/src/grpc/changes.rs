@@ -129,7 +129,7 @@ impl AssignmentApi {
                 write,
             )
             .await?;
-        self.ctx.outbox.wake();
+        self.written(changed.1).await?;
         Ok(changed)
     }
 

@@ -27,24 +27,24 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 
 impl AssignmentApi {
     /// PIM's services, readers at `/`, or administrators at `scope`.
-    async fn require_listing_reader(&self, caller: &Caller, scope: &Scope) -> Result<()> {
+    pub(super) async fn require_listing_reader(
+        &self,
+        caller: &Caller,
+        scope: &Scope,
+    ) -> Result<()> {
         if caller.service().is_some() {
             return Ok(());
         }
         let root = Scope::parse("/").map_err(|e| anyhow::anyhow!(e))?;
-        if self
-            .holds_any(&caller.subject, &roles::READERS, &root)
-            .await?
-            || self
-                .holds_any(
-                    &caller.subject,
-                    &[
-                        roles::GLOBAL_ADMINISTRATOR,
-                        roles::PRIVILEGED_ROLE_ADMINISTRATOR,
-                    ],
-                    scope,
-                )
-                .await?
+        if self.holds_any(&caller.subject, &roles::READERS, &root)
+            || self.holds_any(
+                &caller.subject,
+                &[
+                    roles::GLOBAL_ADMINISTRATOR,
+                    roles::PRIVILEGED_ROLE_ADMINISTRATOR,
+                ],
+                scope,
+            )
         {
             return Ok(());
         }
@@ -117,19 +117,18 @@ impl AssignmentApi {
         invalid(v)?;
         self.require_directory_reader(&caller, &principal).await?;
         let now = self.ctx.clock.now_millis();
-        let Some(holder) = self
-            .store
-            .holder(&principal)
-            .await
-            .map_err(AssignmentError::from)?
-        else {
+        let Some(subjects) = self.index.read(|index| {
+            index
+                .subjects(&principal)
+                .map(|subjects| subjects.into_iter().map(str::to_owned).collect::<Vec<_>>())
+        }) else {
             // A disabled principal holds nothing.
             return Ok(Response::new(ListEffectiveAssignmentsResponse::default()));
         };
         let mut assignments = Vec::new();
         for schedule in self
             .store
-            .schedules_held_by(&holder.subjects)
+            .schedules_held_by(&subjects)
             .await
             .map_err(AssignmentError::from)?
         {
@@ -180,9 +179,8 @@ impl AssignmentApi {
             let scope = Scope::parse(&window.scope)
                 .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
             // A window counts only while its eligibility holds; ask the one place that decides.
-            if let Decision::Allowed { via, until_ms } = self
-                .decide_at(&principal, &window.role_id, &scope, now)
-                .await?
+            if let Decision::Allowed { via, until_ms } =
+                self.decide_at(&principal, &window.role_id, &scope, now)
                 && via == format!("window:{}", window.id)
             {
                 assignments.push(EffectiveAssignment {
@@ -265,9 +263,8 @@ impl AssignmentApi {
             };
             for (principal, member_type, group) in candidates {
                 // A disabled principal (or one in a disabled group) holds nothing.
-                if let Decision::Allowed { .. } = self
-                    .decide_at(&principal, &req.role_id, &scope, now)
-                    .await?
+                if let Decision::Allowed { .. } =
+                    self.decide_at(&principal, &req.role_id, &scope, now)
                 {
                     holders.push(RoleHolder {
                         principal_id: principal,
@@ -285,9 +282,8 @@ impl AssignmentApi {
             .await
             .map_err(AssignmentError::from)?
         {
-            if let Decision::Allowed { via, until_ms } = self
-                .decide_at(&principal, &req.role_id, &scope, now)
-                .await?
+            if let Decision::Allowed { via, until_ms } =
+                self.decide_at(&principal, &req.role_id, &scope, now)
                 && via.starts_with("window:")
             {
                 holders.push(RoleHolder {

@@ -36,7 +36,7 @@ impl AssignmentApi {
                 self.ctx.clock.now_millis(),
             )
             .await?;
-        self.ctx.outbox.wake();
+        self.written(revision).await?;
         Ok(Response::new(RevokeWindowResponse {
             window: Some(window),
             revision,
@@ -64,7 +64,7 @@ impl AssignmentApi {
                 true,
             )
             .await?;
-        self.ctx.outbox.wake();
+        self.written(revision).await?;
         Ok(Response::new(
             AssignmentInternalServiceRemoveScheduleResponse { revision },
         ))
@@ -95,7 +95,7 @@ impl AssignmentApi {
                 true,
             )
             .await?;
-        self.ctx.outbox.wake();
+        self.written(revision).await?;
         Ok(Response::new(ConvertScheduleResponse {
             schedule: Some(schedule),
             revision,
@@ -124,7 +124,7 @@ impl AssignmentApi {
             .store
             .remove_schedules(&self.ctx.outbox, &req.removals, &caller.subject)
             .await?;
-        self.ctx.outbox.wake();
+        self.written(revision).await?;
         Ok(Response::new(RemoveSchedulesResponse {
             outcomes,
             revision,

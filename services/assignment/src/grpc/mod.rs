@@ -7,6 +7,7 @@ mod holders;
 mod internal;
 mod policies;
 mod schedules;
+mod watch;
 
 use schedules::ScheduleOrder;
 
@@ -37,7 +38,7 @@ use pim_proto::{
         ProvisionWindowResponse, RemoveScheduleRequest, RemoveScheduleResponse,
         RemoveSchedulesRequest, RemoveSchedulesResponse, RevokeWindowRequest, RevokeWindowResponse,
         ScheduleKind, SetPolicyRequest, SetPolicyResponse, UpdateRoleRequest, UpdateRoleResponse,
-        UpsertPrincipalsRequest, UpsertPrincipalsResponse,
+        UpsertPrincipalsRequest, UpsertPrincipalsResponse, WatchAccessChangesRequest,
         assignment_internal_service_server::AssignmentInternalService,
         assignment_service_server::AssignmentService,
     },
@@ -47,16 +48,18 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     domain::{
-        access::{Decision, Interval, decide},
+        access::{Decision, Interval},
         scope::Scope,
     },
     error::{AssignmentError, InvalidInput},
+    index::AccessIndex,
     store::{NewWindow, Store},
 };
 
 #[derive(Clone)]
 pub struct AssignmentApi {
     store: Store,
+    index: AccessIndex,
     ctx: HostContext,
 }
 
@@ -77,169 +80,68 @@ fn correlation<T>(request: &Request<T>) -> String {
 }
 
 impl AssignmentApi {
-    pub fn new(store: Store, ctx: HostContext) -> Self {
-        Self { store, ctx }
+    pub fn new(store: Store, index: AccessIndex, ctx: HostContext) -> Self {
+        Self { store, index, ctx }
     }
 
-    /// May `principal` act as `role` at `scope` now: directly, through an enabled group, or
-    /// at an ancestor scope. A disabled principal may do nothing.
-    async fn decide(&self, principal: &str, role: &str, scope: &Scope) -> Result<Decision> {
+    /// May `principal` act as `role` at `scope` now (see [`crate::index::Snapshot::decide`]).
+    fn decide(&self, principal: &str, role: &str, scope: &Scope) -> Decision {
         self.decide_at(principal, role, scope, self.ctx.clock.now_millis())
-            .await
     }
 
     /// [`Self::decide`] at an instant.
-    async fn decide_at(
-        &self,
-        principal: &str,
-        role: &str,
-        scope: &Scope,
-        at_ms: i64,
-    ) -> Result<Decision> {
-        let Some(holder) = self.store.holder(principal).await? else {
-            return Ok(Decision::Denied {
-                reason: "the principal is disabled in the directory",
-            });
-        };
-        let mut decision = self
-            .decide_for(&holder.subjects, role, scope, at_ms)
-            .await?;
-        if role == roles::GROUP_MEMBER {
-            // Membership itself is decided by the directory and the holder's own assignments,
-            // never through another just-in-time membership.
-            return Ok(decision);
-        }
-        // PIM for Groups: while P holds Group Member at `/groups/G`, P holds G's assignments,
-        // and only until that membership ends.
-        for group in self
-            .store
-            .member_groups_by_assignment(&holder.subjects)
-            .await?
-        {
-            if holder.subjects.contains(&group) {
-                continue;
-            }
-            let membership_scope = Scope::parse(&format!("/groups/{group}"))
-                .map_err(|e| AssignmentError::Internal(anyhow::anyhow!(e)))?;
-            let Decision::Allowed {
-                via: member_via,
-                until_ms: member_until,
-            } = self
-                .decide_for(
-                    &holder.subjects,
-                    roles::GROUP_MEMBER,
-                    &membership_scope,
-                    at_ms,
-                )
-                .await?
-            else {
-                continue;
-            };
-            if self
-                .store
-                .principal(&group)
-                .await?
-                .is_some_and(|g| !g.enabled)
-            {
-                continue;
-            }
-            if let Decision::Allowed { via, until_ms } = self
-                .decide_for(std::slice::from_ref(&group), role, scope, at_ms)
-                .await?
-            {
-                let until_ms = match (member_until, until_ms) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                decision = decision.or(Decision::Allowed {
-                    via: format!("{via} through membership of group {group} by {member_via}"),
-                    until_ms,
-                });
-            }
-        }
-        Ok(decision)
-    }
-
-    /// Whether any of `subjects` holds `role` at `scope` or an ancestor at an instant.
-    async fn decide_for(
-        &self,
-        subjects: &[String],
-        role: &str,
-        scope: &Scope,
-        at_ms: i64,
-    ) -> Result<Decision> {
-        let scopes = scope.with_ancestors();
-        let active = self
-            .store
-            .schedules(ScheduleKind::Active, subjects, role, &scopes)
-            .await?;
-        let windows = self.store.windows(subjects, role, &scopes).await?;
-        Ok(decide(&active, &windows, at_ms))
+    fn decide_at(&self, principal: &str, role: &str, scope: &Scope, at_ms: i64) -> Decision {
+        self.index
+            .read(|index| index.decide(principal, role, scope, at_ms))
     }
 
     /// The eligibility that covers now and lasts longest, if any.
-    async fn eligibility(
-        &self,
-        principal: &str,
-        role: &str,
-        scope: &Scope,
-    ) -> Result<Option<Interval>> {
+    fn eligibility(&self, principal: &str, role: &str, scope: &Scope) -> Option<Interval> {
         self.eligibility_at(principal, role, scope, self.ctx.clock.now_millis())
-            .await
     }
 
     /// [`Self::eligibility`] at an instant.
-    async fn eligibility_at(
+    fn eligibility_at(
         &self,
         principal: &str,
         role: &str,
         scope: &Scope,
-        now: i64,
-    ) -> Result<Option<Interval>> {
-        let Some(holder) = self.store.holder(principal).await? else {
-            return Ok(None);
-        };
-        let schedules = self
-            .store
-            .schedules(
-                ScheduleKind::Eligible,
-                &holder.subjects,
-                role,
-                &scope.with_ancestors(),
-            )
-            .await?;
-        Ok(schedules
-            .into_iter()
-            .filter(|s| s.covers(now))
-            .max_by_key(|s| s.end_ms.unwrap_or(i64::MAX)))
+        at_ms: i64,
+    ) -> Option<Interval> {
+        self.index
+            .read(|index| index.eligibility(principal, role, scope, at_ms))
     }
 
-    async fn holds_any(&self, principal: &str, role_ids: &[&str], scope: &Scope) -> Result<bool> {
-        for role in role_ids {
-            if matches!(
-                self.decide(principal, role, scope).await?,
+    fn holds_any(&self, principal: &str, role_ids: &[&str], scope: &Scope) -> bool {
+        role_ids.iter().any(|role| {
+            matches!(
+                self.decide(principal, role, scope),
                 Decision::Allowed { .. }
-            ) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+            )
+        })
+    }
+
+    /// Makes a write this replica just committed visible to its own reads before it answers,
+    /// and wakes the relay for its event.
+    async fn written(&self, revision: i64) -> Result<()> {
+        self.ctx.outbox.wake();
+        self.index.reach(revision).await?;
+        Ok(())
     }
 
     /// Global Administrator or Privileged Role Administrator at `/`, or a recorded refusal.
     async fn require_admin_at_root(&self, caller: &Caller, method: &str) -> Result<()> {
+        // A write is authorized against everything committed, not a follower's last look.
+        self.index.sync().await?;
         let root = Scope::parse("/").map_err(|e| anyhow::anyhow!(e))?;
-        if self
-            .holds_any(
-                &caller.subject,
-                &[
-                    roles::GLOBAL_ADMINISTRATOR,
-                    roles::PRIVILEGED_ROLE_ADMINISTRATOR,
-                ],
-                &root,
-            )
-            .await?
-        {
+        if self.holds_any(
+            &caller.subject,
+            &[
+                roles::GLOBAL_ADMINISTRATOR,
+                roles::PRIVILEGED_ROLE_ADMINISTRATOR,
+            ],
+            &root,
+        ) {
             return Ok(());
         }
         Err(self.deny(
@@ -261,7 +163,7 @@ impl AssignmentApi {
         let root = Scope::parse("/").map_err(|e| anyhow::anyhow!(e))?;
         let mut readers = roles::READERS.to_vec();
         readers.push(roles::PRIVILEGED_ROLE_ADMINISTRATOR);
-        if self.holds_any(&caller.subject, &readers, &root).await? {
+        if self.holds_any(&caller.subject, &readers, &root) {
             return Ok(());
         }
         Err(AssignmentError::Forbidden(
@@ -313,6 +215,15 @@ fn validate_target(principal: &str, role: &str, scope: &str) -> Result<Scope> {
 
 #[tonic::async_trait]
 impl AssignmentService for AssignmentApi {
+    type WatchAccessChangesStream = watch::WatchStream;
+
+    async fn watch_access_changes(
+        &self,
+        request: Request<WatchAccessChangesRequest>,
+    ) -> std::result::Result<Response<Self::WatchAccessChangesStream>, Status> {
+        self.handle_watch_access_changes(request).await
+    }
+
     async fn update_schedule(
         &self,
         request: Request<UpdateScheduleRequest>,
@@ -519,9 +430,7 @@ impl AssignmentService for AssignmentApi {
                 "only the principal itself or a PIM service may check eligibility",
             ));
         }
-        let found = self
-            .eligibility(&req.principal_id, &req.role_id, &scope)
-            .await?;
+        let found = self.eligibility(&req.principal_id, &req.role_id, &scope);
         Ok(Response::new(match found {
             Some(schedule) => CheckEligibilityResponse {
                 eligible: true,
@@ -546,15 +455,18 @@ impl AssignmentService for AssignmentApi {
         checkers.extend([roles::ACCESS_CHECKER, roles::PRIVILEGED_ROLE_ADMINISTRATOR]);
         if caller.subject != req.principal_id
             && caller.service().is_none()
-            && !self.holds_any(&caller.subject, &checkers, &root).await?
+            && !self.holds_any(&caller.subject, &checkers, &root)
         {
             return Err(Status::permission_denied(
                 "checking another principal's access needs Access Checker or a reader role at /",
             ));
         }
-        let revision = self.store.revision().await.map_err(AssignmentError::from)?;
+        let mut revision = self.index.revision();
         if req.at_least_revision > revision {
-            // One database per context: a replica that lags can only be a read replica.
+            // A write another replica answered: catch up with the database before answering.
+            revision = self.index.sync().await.map_err(AssignmentError::from)?;
+        }
+        if req.at_least_revision > revision {
             return Err(Status::unavailable(format!(
                 "revision {} is not visible here yet (at {revision}); retry",
                 req.at_least_revision
@@ -565,9 +477,7 @@ impl AssignmentService for AssignmentApi {
             .as_ref()
             .map(millis_from_timestamp)
             .unwrap_or_else(|| self.ctx.clock.now_millis());
-        let decision = self
-            .decide_at(&req.principal_id, &req.role_id, &scope, at)
-            .await?;
+        let decision = self.decide_at(&req.principal_id, &req.role_id, &scope, at);
         Ok(Response::new(match decision {
             Decision::Allowed { via, until_ms } => CheckAccessResponse {
                 allowed: true,
@@ -577,9 +487,7 @@ impl AssignmentService for AssignmentApi {
             },
             Decision::Denied { reason } => {
                 // The nearest miss tells the caller what would grant access.
-                let eligible = self
-                    .eligibility_at(&req.principal_id, &req.role_id, &scope, at)
-                    .await?;
+                let eligible = self.eligibility_at(&req.principal_id, &req.role_id, &scope, at);
                 let explanation = match eligible {
                     Some(schedule) => format!(
                         "eligible but not active (eligibility_schedule:{}): activate the role",
@@ -677,11 +585,10 @@ impl AssignmentInternalService for AssignmentApi {
         let Some(scope) = scope else {
             return Err(Status::internal("scope vanished"));
         };
-        // Eligibility is checked again at provisioning: it may have ended since submission.
-        let Some(eligibility) = self
-            .eligibility(&req.principal_id, &req.role_id, &scope)
-            .await?
-        else {
+        // Eligibility is checked again at provisioning, against everything committed so far: it
+        // may have ended since submission, on any replica.
+        self.index.sync().await.map_err(AssignmentError::from)?;
+        let Some(eligibility) = self.eligibility(&req.principal_id, &req.role_id, &scope) else {
             return Err(AssignmentError::NotEligible.into());
         };
         let new = NewWindow {
@@ -699,7 +606,7 @@ impl AssignmentInternalService for AssignmentApi {
             .provision_window(&self.ctx.outbox, new, self.ctx.clock.now_millis())
             .await
             .map_err(AssignmentError::from)?;
-        self.ctx.outbox.wake();
+        self.written(revision).await?;
         Ok(Response::new(ProvisionWindowResponse {
             window: Some(window),
             revision,

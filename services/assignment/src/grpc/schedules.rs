@@ -50,17 +50,16 @@ impl AssignmentApi {
         scope: &Scope,
         method: &str,
     ) -> Result<()> {
-        if self
-            .holds_any(
-                &caller.subject,
-                &[
-                    roles::GLOBAL_ADMINISTRATOR,
-                    roles::PRIVILEGED_ROLE_ADMINISTRATOR,
-                ],
-                scope,
-            )
-            .await?
-        {
+        // A write is authorized against everything committed, not a follower's last look.
+        self.index.sync().await?;
+        if self.holds_any(
+            &caller.subject,
+            &[
+                roles::GLOBAL_ADMINISTRATOR,
+                roles::PRIVILEGED_ROLE_ADMINISTRATOR,
+            ],
+            scope,
+        ) {
             return Ok(());
         }
         Err(self.deny(
@@ -177,7 +176,7 @@ impl AssignmentApi {
                 !order.validate_only,
             )
             .await?;
-        self.ctx.outbox.wake();
+        self.written(created.1).await?;
         Ok(created)
     }
 
@@ -210,7 +209,7 @@ impl AssignmentApi {
                 !req.validate_only,
             )
             .await?;
-        self.ctx.outbox.wake();
+        self.written(revision).await?;
         Ok(Response::new(RemoveScheduleResponse { revision }))
     }
 
@@ -282,7 +281,7 @@ impl AssignmentApi {
                 !req.validate_only,
             )
             .await?;
-        self.ctx.outbox.wake();
+        self.written(revision).await?;
         Ok(Response::new(AssignmentServiceConvertScheduleResponse {
             schedule: Some(schedule),
             revision,

@@ -34,11 +34,6 @@ pub struct DirectorySync<'a> {
     pub discovered: &'a [DiscoveredAssignment],
 }
 
-/// Who a principal acts as: itself and its enabled groups. `None` when it is disabled.
-pub struct Holder {
-    pub subjects: Vec<String>,
-}
-
 fn kind_text(kind: PrincipalType) -> &'static str {
     match kind {
         PrincipalType::Group => "group",
@@ -118,23 +113,6 @@ impl Store {
             .collect()
     }
 
-    /// Who `id` acts as now, or `None` when the directory says it is disabled. A principal the
-    /// directory has not synced yet acts as itself and its groups.
-    pub async fn holder(&self, id: &str) -> anyhow::Result<Option<Holder>> {
-        if self.principal(id).await?.is_some_and(|p| !p.enabled) {
-            return Ok(None);
-        }
-        let mut subjects = vec![id.to_owned()];
-        subjects.extend(
-            self.groups_of(id)
-                .await?
-                .into_iter()
-                .filter(|g| g.enabled)
-                .map(|g| g.id),
-        );
-        Ok(Some(Holder { subjects }))
-    }
-
     /// Applies a sync batch in one transaction: principals created or changed, group members
     /// replaced, standing assignments discovered. Break-glass flags come from configuration,
     /// never from the batch. Disabling the last enabled permanent Global Administrator is
@@ -151,7 +129,10 @@ impl Store {
         let txn = self.db.begin().await?;
         let mut change = DirectoryChange::default();
         let mut disabled = Vec::new();
+        // Whose access the batch may change: every principal it names.
+        let mut touched: BTreeSet<&str> = BTreeSet::new();
         for incoming in sync.principals {
+            touched.insert(&incoming.id);
             let desired = Principal {
                 break_glass: break_glass.contains(&incoming.id),
                 ..incoming.clone()
@@ -210,10 +191,17 @@ impl Store {
                 disabled.push(desired);
             }
         }
+        let mut removed_members = Vec::new();
         for group in sync.groups {
-            change.memberships_changed += self.replace_members(&txn, outbox, group, actor).await?;
+            change.memberships_changed += self
+                .replace_members(&txn, outbox, group, actor, &mut removed_members)
+                .await?;
+            touched.insert(&group.group_id);
+            touched.extend(group.member_ids.iter().map(String::as_str));
         }
+        touched.extend(removed_members.iter().map(String::as_str));
         for found in sync.discovered {
+            touched.insert(&found.principal_id);
             change.discovered += discover(&txn, outbox, found, actor, now_ms).await?;
         }
         let last_global_admin_gone =
@@ -241,7 +229,7 @@ impl Store {
         change.revision =
             if change.created + change.updated + change.memberships_changed + change.discovered > 0
             {
-                bump_revision(&txn).await?
+                bump_revision(&txn, &touched.into_iter().collect::<Vec<_>>()).await?
             } else {
                 current_revision(&txn).await?
             };
@@ -256,6 +244,7 @@ impl Store {
         outbox: &Outbox,
         group: &GroupMembers,
         actor: &str,
+        removed_members: &mut Vec<String>,
     ) -> anyhow::Result<i32> {
         let rows = txn
             .query_all_raw(stmt(
@@ -295,6 +284,7 @@ impl Store {
             ))
             .await?;
         }
+        removed_members.extend(removed.iter().cloned());
         let payload = MembershipChanged {
             group_id: group.group_id.clone(),
             added,

@@ -1,12 +1,15 @@
 //! The assignment database. Every write and its event commit in one transaction, and every
 //! write bumps the revision that readers can wait for.
 
+mod access;
 mod announcements;
 mod directory;
 mod policies;
 mod roles;
 mod schedules;
 
+use access::bump_revision;
+pub use access::{AccessChange, Changes, IndexRows, ScheduleRow, WindowRow};
 pub use directory::DirectorySync;
 use pim_db::stmt;
 pub use schedules::{NewSchedule, NewWindow, ScopeFilter};
@@ -39,28 +42,16 @@ async fn current_revision(conn: &impl ConnectionTrait) -> anyhow::Result<i64> {
         .unwrap_or(0))
 }
 
-/// The end of every write: its event, the next revision, one commit.
+/// The end of every write: its event, the next revision (logged with the principals whose
+/// access it touched), one commit.
 async fn commit_with_event(
     txn: sea_orm::DatabaseTransaction,
     outbox: &pim_events::Outbox,
     event: pim_events::NewEvent,
+    touched: &[&str],
 ) -> anyhow::Result<i64> {
     outbox.enqueue(&txn, event).await?;
-    let revision = bump_revision(&txn).await?;
+    let revision = bump_revision(&txn, touched).await?;
     txn.commit().await?;
     Ok(revision)
-}
-
-async fn bump_revision(txn: &impl ConnectionTrait) -> anyhow::Result<i64> {
-    let row = txn
-        .query_one_raw(stmt(
-            txn,
-            "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
-            [],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<i64>("", "value"))
-        .transpose()?
-        .unwrap_or(0))
 }

@@ -100,7 +100,7 @@ impl Store {
         if !write {
             return Ok(policy);
         }
-        policy.version = bump_revision(&txn).await?;
+        policy.version = bump_revision(&txn, &[]).await?;
         write_policy(&txn, outbox, &policy).await?;
         txn.commit().await?;
         Ok(policy)
@@ -161,7 +161,7 @@ impl Store {
             let revision = current_revision(&txn).await?;
             return Ok((count, unchanged, revision));
         }
-        let revision = bump_revision(&txn).await?;
+        let revision = bump_revision(&txn, &[]).await?;
         for entry in changed {
             let policy = RoleManagementPolicy {
                 role_id: entry.role_id.clone(),

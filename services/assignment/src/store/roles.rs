@@ -255,6 +255,6 @@ impl Store {
                 NewEvent::new(event_type, role.id.clone(), pim_proto::pack(&payload)).by(actor),
             )
             .await?;
-        bump_revision(txn).await
+        bump_revision(txn, &[]).await
     }
 }

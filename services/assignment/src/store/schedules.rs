@@ -15,10 +15,7 @@ use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 use super::{Store, bump_revision, commit_with_event, current_revision};
 use pim_db::placeholders;
 
-use crate::{
-    domain::access::{ActivatedWindow, Interval},
-    error::AssignmentError,
-};
+use crate::error::AssignmentError;
 
 /// A schedule to write.
 pub struct NewSchedule {
@@ -180,37 +177,6 @@ fn unsaved(new: &NewSchedule) -> Schedule {
 }
 
 impl Store {
-    /// Schedules of one kind held by any of `holders` (a principal and its groups) for a role at
-    /// any of `scopes`.
-    pub async fn schedules(
-        &self,
-        kind: ScheduleKind,
-        holders: &[String],
-        role: &str,
-        scopes: &[String],
-    ) -> anyhow::Result<Vec<Interval>> {
-        let mut values = vec![role.into(), kind_text(kind).into()];
-        values.extend(holders.iter().cloned().map(Into::into));
-        let rows = self
-            .db
-            .query_all_raw(stmt(
-                &self.db,
-                &format!(
-                    "SELECT id, scope, start_ms, end_ms FROM schedules WHERE role_id = $1 AND kind = $2 AND principal_id IN ({})",
-                    placeholders(3, holders.len())
-                ),
-                values,
-            ))
-            .await?;
-        rows.into_iter()
-            .filter(|row| {
-                row.try_get::<String>("", "scope")
-                    .is_ok_and(|s| scopes.contains(&s))
-            })
-            .map(|row| interval(&row))
-            .collect()
-    }
-
     /// The groups G for which any of `holders` has an active schedule, or `holders[0]` an
     /// activated window, of Group Member at `/groups/G`: candidates for just-in-time membership,
     /// to be decided at an instant.
@@ -250,52 +216,6 @@ impl Store {
             }
         }
         Ok(groups)
-    }
-
-    /// Windows of `holders[0]` for a role at any of `scopes`, each with the eligibility it came
-    /// from. An eligibility held by a group counts only while the principal is still among
-    /// `holders`, that is, still an enabled member.
-    pub async fn windows(
-        &self,
-        holders: &[String],
-        role: &str,
-        scopes: &[String],
-    ) -> anyhow::Result<Vec<ActivatedWindow>> {
-        let Some(principal) = holders.first() else {
-            return Ok(Vec::new());
-        };
-        let rows = self
-            .db
-            .query_all_raw(stmt(
-                &self.db,
-                "SELECT w.id, w.scope, w.start_ms, w.end_ms, e.id AS e_id, e.principal_id AS e_holder, \
-                 e.start_ms AS e_start_ms, e.end_ms AS e_end_ms \
-                 FROM windows w LEFT JOIN schedules e ON e.id = w.eligibility_schedule_id AND e.kind = 'eligible' \
-                 WHERE w.principal_id = $1 AND w.role_id = $2",
-                [principal.clone().into(), role.into()],
-            ))
-            .await?;
-        let mut windows = Vec::new();
-        for row in rows {
-            let scope: String = row.try_get("", "scope")?;
-            if !scopes.contains(&scope) {
-                continue;
-            }
-            let holder: Option<String> = row.try_get("", "e_holder")?;
-            let eligibility = match row.try_get::<Option<String>>("", "e_id")? {
-                Some(id) if holder.is_some_and(|h| holders.contains(&h)) => Some(Interval {
-                    id,
-                    start_ms: row.try_get("", "e_start_ms")?,
-                    end_ms: row.try_get("", "e_end_ms")?,
-                }),
-                _ => None,
-            };
-            windows.push(ActivatedWindow {
-                window: interval(&row)?,
-                eligibility,
-            });
-        }
-        Ok(windows)
     }
 
     /// Creates a schedule; idempotent by request key. A second live schedule of the same
@@ -347,7 +267,7 @@ impl Store {
             return Ok((schedule, current_revision(&txn).await?));
         }
         let schedule = insert_schedule(&txn, outbox, new, now_ms, correlation).await?;
-        let revision = bump_revision(&txn).await?;
+        let revision = bump_revision(&txn, &[&schedule.principal_id]).await?;
         txn.commit().await?;
         Ok((schedule, revision))
     }
@@ -425,7 +345,7 @@ impl Store {
         )
         .by(&new.provisioned_by)
         .correlated(new.request_id);
-        let revision = commit_with_event(txn, outbox, event).await?;
+        let revision = commit_with_event(txn, outbox, event, &[&window.principal_id]).await?;
         Ok((window, revision))
     }
 
@@ -584,6 +504,7 @@ impl Store {
             txn.rollback().await?;
             return Ok(self.revision().await?);
         }
+        let holder = removed.principal_id.clone();
         let payload = ScheduleRemoved {
             principal: super::directory::principal_in(&txn, &removed.principal_id).await?,
             schedule: Some(removed),
@@ -599,6 +520,7 @@ impl Store {
                 pim_proto::pack(&payload),
             )
             .by(actor),
+            &[&holder],
         )
         .await?;
         Ok(revision)
@@ -616,7 +538,7 @@ impl Store {
         let txn = self.db.begin().await?;
         self.lock_global_admins(&txn).await?;
         let mut outcomes = Vec::with_capacity(removals.len());
-        let mut removed_any = false;
+        let mut holders: Vec<String> = Vec::new();
         for removal in removals {
             let refused = |e: AssignmentError| {
                 let (reason, message) = match e {
@@ -664,6 +586,7 @@ impl Store {
                 continue;
             }
             savepoint.commit().await?;
+            holders.push(removed.principal_id.clone());
             let payload = ScheduleRemoved {
                 principal: super::directory::principal_in(&txn, &removed.principal_id).await?,
                 schedule: Some(removed),
@@ -681,15 +604,15 @@ impl Store {
                     .by(actor),
                 )
                 .await?;
-            removed_any = true;
             outcomes.push(RemovalOutcome {
                 schedule_id: removal.schedule_id.clone(),
                 removed: true,
                 ..Default::default()
             });
         }
-        let revision = if removed_any {
-            bump_revision(&txn).await?
+        let revision = if !holders.is_empty() {
+            let touched: Vec<&str> = holders.iter().map(String::as_str).collect();
+            bump_revision(&txn, &touched).await?
         } else {
             current_revision(&txn).await?
         };
@@ -761,6 +684,7 @@ impl Store {
             txn,
             outbox,
             NewEvent::new(event_type, before.id.clone(), pim_proto::pack(&payload)).by(actor),
+            &[&changed.principal_id],
         )
         .await?;
         Ok((changed, revision))
@@ -856,6 +780,7 @@ impl Store {
                 pim_proto::pack(&payload),
             )
             .by(actor),
+            &[&converted.principal_id],
         )
         .await?;
         Ok((converted, revision))
@@ -914,6 +839,7 @@ impl Store {
             )
             .by(actor)
             .correlated(request_id),
+            &[&revoked.principal_id],
         )
         .await?;
         Ok((revoked, revision))
@@ -945,14 +871,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-fn interval(row: &QueryResult) -> anyhow::Result<Interval> {
-    Ok(Interval {
-        id: row.try_get("", "id")?,
-        start_ms: row.try_get("", "start_ms")?,
-        end_ms: row.try_get("", "end_ms")?,
-    })
 }
 
 pub(super) fn schedule(row: &QueryResult) -> anyhow::Result<Schedule> {
