@@ -6,6 +6,7 @@
 //! (7) the notification service (`notification`). The baseline and the suite run in the same
 //! process and the same run, so the noise of the machine hits both alike.
 
+mod access;
 mod activation;
 mod alerts;
 mod approval;
@@ -48,6 +49,9 @@ pub enum Suite {
     Notification,
     /// Security alerts: a full refresh over a large log, event to alert_raised under load.
     Alerts,
+    /// The assignment service: CheckAccess over a large directory against the empty RPC, cold
+    /// start, memory, and propagation to a second replica.
+    Access,
     /// What tracing export costs: the activation suite with export off and on (not in `all`).
     Tracing,
     /// Every suite, one after another.
@@ -91,6 +95,8 @@ pub struct BenchOptions {
     pub notification_rate: u64,
     /// Webhook subscriptions of the fan-out run.
     pub fanout_subscriptions: usize,
+    /// Schedules of the access run's data set (users, groups and scopes scale with it).
+    pub access_schedules: usize,
     /// Events of the fan-out run; each goes to every subscription.
     pub fanout_events: usize,
 }
@@ -146,6 +152,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     if matches!(options.suite, Suite::Alerts | Suite::All) {
         alerts::run(&options).await?;
+    }
+    if matches!(options.suite, Suite::Access | Suite::All) {
+        access::run(&options).await?;
     }
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();

@@ -210,6 +210,9 @@ enum Command {
         /// Events of the fan-out run; each is delivered to every subscription.
         #[arg(long, default_value_t = 100)]
         fanout_events: usize,
+        /// Schedules of the access run's data set; users, groups and scopes scale with it.
+        #[arg(long, default_value_t = 1_000_000)]
+        access_schedules: usize,
     },
     /// Print a dev-mode token for a principal, signed with the `pim dev` secret.
     Token {
@@ -366,6 +369,7 @@ async fn main() -> anyhow::Result<()> {
             notification_rate,
             fanout_subscriptions,
             fanout_events,
+            access_schedules,
         } => {
             pim_cli::bench::run(pim_cli::bench::BenchOptions {
                 suite,
@@ -390,6 +394,7 @@ async fn main() -> anyhow::Result<()> {
                 notification_rate,
                 fanout_subscriptions,
                 fanout_events,
+                access_schedules,
             })
             .await
         }

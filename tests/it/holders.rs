@@ -32,7 +32,11 @@ async fn role_holders_include_group_members_active_assignees_and_activated_windo
             ..Default::default()
         })
         .await?;
-    for (principal, scope) in [("oncall", "/"), ("carol", SCOPE)] {
+    for (principal, scope) in [
+        ("oncall", "/"),
+        ("carol", SCOPE),
+        ("erin", "/administrativeUnits"),
+    ] {
         admin
             .create_active_schedule(CreateActiveScheduleRequest {
                 request_id: principal.into(),
@@ -66,18 +70,28 @@ async fn role_holders_include_group_members_active_assignees_and_activated_windo
         .await?
         .into_inner()
         .holders;
-    let mut seen: Vec<(String, MemberType, String)> = holders
+    let mut seen: Vec<(String, MemberType, String, String)> = holders
         .iter()
-        .map(|h| (h.principal_id.clone(), h.member_type(), h.group_id.clone()))
+        .map(|h| {
+            (
+                h.principal_id.clone(),
+                h.member_type(),
+                h.group_id.clone(),
+                h.scope.clone(),
+            )
+        })
         .collect();
     seen.sort();
+    let held =
+        |p: &str, t: MemberType, g: &str, s: &str| (p.to_owned(), t, g.to_owned(), s.to_owned());
     assert_eq!(
         seen,
         [
-            ("alice".to_owned(), MemberType::Group, "oncall".to_owned()),
-            ("bob".to_owned(), MemberType::Group, "oncall".to_owned()),
-            ("carol".to_owned(), MemberType::Direct, String::new()),
-            ("dave".to_owned(), MemberType::Direct, String::new()),
+            held("alice", MemberType::Group, "oncall", "/"),
+            held("bob", MemberType::Group, "oncall", "/"),
+            held("carol", MemberType::Direct, "", SCOPE),
+            held("dave", MemberType::Direct, "", SCOPE),
+            held("erin", MemberType::Inherited, "", "/administrativeUnits"),
         ]
     );
     assert!(
@@ -112,8 +126,8 @@ async fn role_holders_include_group_members_active_assignees_and_activated_windo
         .into_inner();
     assert_eq!(
         rest.schedules.len(),
-        1,
-        "group, carol and dave's eligibility, over two pages"
+        2,
+        "group, carol, erin and dave's eligibility, over two pages"
     );
     let eligible = approval
         .list_schedules(list(ScheduleKind::Eligible, true))

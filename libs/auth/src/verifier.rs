@@ -2,7 +2,11 @@
 //! is either one static key (PEM, or HS256 in dev mode) or an identity provider's JWKS, chosen by
 //! the token's `kid`.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use pim_clock::SharedClock;
@@ -55,7 +59,26 @@ pub struct Verifier {
     clock: SharedClock,
     /// Clock skew tolerated on `exp`, in seconds.
     leeway: i64,
+    /// Tokens whose signature and claims verified lately. A backend service presents the same
+    /// token on every call; decoding and checking it each time cost more than the call itself.
+    verified: Arc<Mutex<HashMap<String, Verified>>>,
 }
+
+/// A token that verified, with what the clock must still be checked against.
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    exp: i64,
+    iat: i64,
+    /// Re-verified after [`VERIFIED_FOR`], so that a key rotated out of a JWKS stops being
+    /// honoured soon, not only when the token expires.
+    at: Instant,
+}
+
+/// How long a verified signature is trusted before the token is verified again.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// At most this many tokens are remembered; when full, the memory starts over.
+const VERIFIED_MAX: usize = 10_000;
 
 #[derive(Clone)]
 enum Keys {
@@ -112,6 +135,7 @@ impl Verifier {
             audience: audience.to_owned(),
             clock,
             leeway: 5,
+            verified: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -126,6 +150,41 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let remembered = self
+            .verified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(token)
+            .filter(|v| v.at.elapsed() < VERIFIED_FOR)
+            .cloned();
+        let verified = match remembered {
+            Some(verified) => verified,
+            None => {
+                let verified = self.verify_signed(token)?;
+                let mut memory = self
+                    .verified
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if memory.len() >= VERIFIED_MAX {
+                    memory.clear();
+                }
+                memory.insert(token.to_owned(), verified.clone());
+                verified
+            }
+        };
+        // Time is checked on every call, against the injectable clock, remembered or not.
+        let now = self.clock.now().timestamp();
+        if verified.exp + self.leeway <= now {
+            return Err(AuthError::Expired);
+        }
+        if verified.iat > now + self.leeway {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(verified.caller)
+    }
+
+    /// Signature, algorithm, issuer, audience and subject: everything but time.
+    fn verify_signed(&self, token: &str) -> Result<Verified, AuthError> {
         // decode_header refuses `alg: none`, which jsonwebtoken has no variant for.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let (key, services_only) = self.key_for(&header)?;
@@ -143,25 +202,18 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| AuthError::Invalid(format!("{:?}", e.kind())))?;
         let claims = data.claims;
-        let now = self.clock.now().timestamp();
-        if claims.exp + self.leeway <= now {
-            return Err(AuthError::Expired);
-        }
-        if claims.iat > now + self.leeway {
-            return Err(AuthError::NotYetValid);
-        }
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
         if services_only && !claims.sub.starts_with("service:") {
             return Err(AuthError::MissingKeyId);
         }
-        Ok(Caller::from_subject(
-            claims.sub,
-            claims.amr,
-            claims.auth_time,
-            claims.acrs,
-        ))
+        Ok(Verified {
+            caller: Caller::from_subject(claims.sub, claims.amr, claims.auth_time, claims.acrs),
+            exp: claims.exp,
+            iat: claims.iat,
+            at: Instant::now(),
+        })
     }
 
     /// The key that should have signed a token with this header. Never touches the network.

@@ -14,7 +14,7 @@ use pim_proto::{
     },
     assignment::v1::{
         ApprovalRule, ApprovalStage, CheckEligibilityRequest, GetEffectivePolicyRequest,
-        GetRoleRequest, ListSchedulesRequest,
+        GetEffectivePolicyResponse, GetRoleRequest, ListSchedulesRequest,
     },
     millis_from_timestamp, timestamp_from_millis,
 };
@@ -162,6 +162,24 @@ impl ActivationApi {
 
     /// Eligible directly, through a group or at an ancestor scope; an unknown role is bad
     /// input, not a refusal.
+    async fn effective_policy(
+        &self,
+        req: &SubmitRequest,
+    ) -> Result<GetEffectivePolicyResponse, Status> {
+        let assignment = self.flow.ctx.peers.get(ServiceName::Assignment);
+        let policy = pim_client::retry_idempotent(|| {
+            let mut client = assignment.assignment();
+            let query = GetEffectivePolicyRequest {
+                role_id: req.role_id.clone(),
+                scope: req.scope.clone(),
+            };
+            async move { client.get_effective_policy(query).await }
+        })
+        .await
+        .map_err(from_peer)?;
+        Ok(policy.into_inner())
+    }
+
     async fn require_eligible(&self, caller: &Caller, req: &SubmitRequest) -> Result<(), Status> {
         let assignment = self.flow.ctx.peers.get(ServiceName::Assignment);
         let eligibility = pim_client::retry_idempotent(|| {
@@ -237,19 +255,14 @@ impl ActivationApi {
                 .change_schedule(caller, &req, asked, correlation, now)
                 .await;
         }
-        self.require_eligible(caller, &req).await?;
-        let assignment = self.flow.ctx.peers.get(ServiceName::Assignment);
-        let policy = pim_client::retry_idempotent(|| {
-            let mut client = assignment.assignment();
-            let query = GetEffectivePolicyRequest {
-                role_id: req.role_id.clone(),
-                scope: req.scope.clone(),
-            };
-            async move { client.get_effective_policy(query).await }
-        })
-        .await
-        .map_err(from_peer)?
-        .into_inner();
+        // Two independent questions to assignment, asked at once: the answer waits for the
+        // slower, not for both in turn. Eligibility is judged first, as if asked first.
+        let (eligible, policy) = tokio::join!(
+            self.require_eligible(caller, &req),
+            self.effective_policy(&req)
+        );
+        eligible?;
+        let policy = policy?;
         let rules = policy.rules.unwrap_or_default();
         let auth = Authentication {
             caller,
@@ -432,17 +445,7 @@ impl ActivationApi {
         let new_end = asked
             .end_ms
             .unwrap_or(if extend { end } else { now } + asked.duration_ms);
-        let policy = pim_client::retry_idempotent(|| {
-            let mut client = assignment.assignment();
-            let query = GetEffectivePolicyRequest {
-                role_id: req.role_id.clone(),
-                scope: req.scope.clone(),
-            };
-            async move { client.get_effective_policy(query).await }
-        })
-        .await
-        .map_err(from_peer)?
-        .into_inner();
+        let policy = self.effective_policy(req).await?;
         let rules = policy.rules.unwrap_or_default();
         let enablement = rules.activation_enablement.unwrap_or_default();
         if enablement.justification_required && req.justification.trim().is_empty() {

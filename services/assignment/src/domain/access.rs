@@ -12,8 +12,13 @@ pub struct Interval {
 
 impl Interval {
     pub fn covers(&self, at_ms: i64) -> bool {
-        self.start_ms <= at_ms && self.end_ms.is_none_or(|end| at_ms < end)
+        covers(self.start_ms, self.end_ms, at_ms)
     }
+}
+
+/// Whether `[start, end)` (no end: permanent) covers an instant.
+pub fn covers(start_ms: i64, end_ms: Option<i64>, at_ms: i64) -> bool {
+    start_ms <= at_ms && end_ms.is_none_or(|end| at_ms < end)
 }
 
 /// An activated window and the eligibility it came from (if that still exists).

@@ -25,6 +25,15 @@ use crate::{
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
+/// Direct when held at the scope asked about, inherited when held at an ancestor.
+fn member_type(held_at: &str, asked: &Scope) -> MemberType {
+    if held_at == asked.as_str() {
+        MemberType::Direct
+    } else {
+        MemberType::Inherited
+    }
+}
+
 impl AssignmentApi {
     /// PIM's services, readers at `/`, or administrators at `scope`.
     pub(super) async fn require_listing_reader(
@@ -117,11 +126,7 @@ impl AssignmentApi {
         invalid(v)?;
         self.require_directory_reader(&caller, &principal).await?;
         let now = self.ctx.clock.now_millis();
-        let Some(subjects) = self.index.read(|index| {
-            index
-                .subjects(&principal)
-                .map(|subjects| subjects.into_iter().map(str::to_owned).collect::<Vec<_>>())
-        }) else {
+        let Some(subjects) = self.index.read(|index| index.subject_ids(&principal)) else {
             // A disabled principal holds nothing.
             return Ok(Response::new(ListEffectiveAssignmentsResponse::default()));
         };
@@ -257,7 +262,7 @@ impl AssignmentApi {
             } else {
                 vec![(
                     schedule.principal_id.clone(),
-                    MemberType::Direct,
+                    member_type(&schedule.scope, &scope),
                     String::new(),
                 )]
             };
@@ -272,11 +277,12 @@ impl AssignmentApi {
                         group_id: group,
                         via: format!("active_schedule:{}", schedule.id),
                         until: end.map(timestamp_from_millis),
+                        scope: schedule.scope.clone(),
                     });
                 }
             }
         }
-        for principal in self
+        for (principal, window_scope) in self
             .store
             .window_holders(&req.role_id, &scopes, now)
             .await
@@ -288,10 +294,11 @@ impl AssignmentApi {
             {
                 holders.push(RoleHolder {
                     principal_id: principal,
-                    member_type: MemberType::Direct.into(),
+                    member_type: member_type(&window_scope, &scope).into(),
                     group_id: String::new(),
                     via,
                     until: until_ms.map(timestamp_from_millis),
+                    scope: window_scope,
                 });
             }
         }

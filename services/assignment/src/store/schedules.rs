@@ -408,13 +408,14 @@ impl Store {
         rows.iter().map(schedule).collect()
     }
 
-    /// Principals with an activated window of `role` at any of `scopes` that has not ended.
+    /// Principals with an activated window of `role` at any of `scopes` that has not ended, each
+    /// with the scope of its window nearest the last of `scopes`.
     pub async fn window_holders(
         &self,
         role: &str,
         scopes: &[String],
         now_ms: i64,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<(String, String)>> {
         let rows = self
             .db
             .query_all_raw(stmt(
@@ -423,12 +424,21 @@ impl Store {
                 [role.into(), now_ms.into()],
             ))
             .await?;
-        let mut holders = Vec::new();
+        // Per principal, the window nearest the asked scope (the last of `scopes`).
+        let mut holders: Vec<(String, String)> = Vec::new();
         for row in rows {
             let scope: String = row.try_get("", "scope")?;
             let principal: String = row.try_get("", "principal_id")?;
-            if scopes.contains(&scope) && !holders.contains(&principal) {
-                holders.push(principal);
+            let Some(depth) = scopes.iter().position(|s| *s == scope) else {
+                continue;
+            };
+            match holders.iter_mut().find(|(p, _)| *p == principal) {
+                Some((_, held)) => {
+                    if scopes.iter().position(|s| s == held) < Some(depth) {
+                        *held = scope;
+                    }
+                }
+                None => holders.push((principal, scope)),
             }
         }
         Ok(holders)
