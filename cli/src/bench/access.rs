@@ -227,6 +227,15 @@ impl Replica {
         }
     }
 
+    /// CPU time the process has used, user and system, in seconds.
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("the replica has exited"))?;
+        cpu_seconds_of(&format!("/proc/{pid}/stat"))
+    }
+
     /// Resident memory now and at its peak, in MiB, from /proc.
     fn memory_mib(&self) -> anyhow::Result<(f64, f64)> {
         let pid = self
@@ -248,6 +257,29 @@ impl Replica {
         };
         Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
+}
+
+fn own_cpu_seconds() -> anyhow::Result<f64> {
+    cpu_seconds_of("/proc/self/stat")
+}
+
+/// utime + stime of a /proc/…/stat file, in seconds (Linux counts them in 1/100 s).
+fn cpu_seconds_of(path: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(path)?;
+    // The command name, in parentheses, may hold spaces: count fields after its end.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("malformed {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("short {path}"))?
+            .parse::<f64>()?)
+    };
+    // After the name: state is field 3 of the file, utime 14 and stime 15.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 async fn serving(url: &str) -> bool {
@@ -514,18 +546,30 @@ async fn measure(options: &BenchOptions, shape: Shape, url: &str) -> anyhow::Res
     let (mut empty, mut checks) = (Vec::new(), Vec::new());
     let allowed = Arc::new(AtomicU64::new(0));
     let mut check_seconds = 0.0;
+    // CPU seconds of the service and of this load generator, per kind of call.
+    let (mut empty_cpu, mut check_cpu) = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
+    let account =
+        |cpu: &mut (f64, f64, f64), before: (f64, f64), rate: f64| -> anyhow::Result<()> {
+            let after = (primary.cpu_seconds()?, own_cpu_seconds()?);
+            cpu.0 += after.0 - before.0;
+            cpu.1 += after.1 - before.1;
+            cpu.2 += rate * options.seconds as f64;
+            Ok(())
+        };
     for _ in 0..3 {
-        empty.push(
-            closed_loop(
-                &connections,
-                &token,
-                &queries,
-                false,
-                options.seconds,
-                &uncounted,
-            )
-            .await?,
-        );
+        let before = (primary.cpu_seconds()?, own_cpu_seconds()?);
+        let rate = closed_loop(
+            &connections,
+            &token,
+            &queries,
+            false,
+            options.seconds,
+            &uncounted,
+        )
+        .await?;
+        account(&mut empty_cpu, before, rate)?;
+        empty.push(rate);
+        let before = (primary.cpu_seconds()?, own_cpu_seconds()?);
         let rate = closed_loop(
             &connections,
             &token,
@@ -535,8 +579,19 @@ async fn measure(options: &BenchOptions, shape: Shape, url: &str) -> anyhow::Res
             &allowed,
         )
         .await?;
+        account(&mut check_cpu, before, rate)?;
         check_seconds += rate * options.seconds as f64;
         checks.push(rate);
+    }
+    for (name, (service, generator, calls)) in
+        [("empty RPC", empty_cpu), ("CheckAccess", check_cpu)]
+    {
+        println!(
+            "{:<44} {:>9.1} µs service  {:.1} µs load generator",
+            format!("access: CPU per call, {name}"),
+            service * 1e6 / calls.max(1.0),
+            generator * 1e6 / calls.max(1.0)
+        );
     }
     let (empty, check) = (median(empty), median(checks));
     println!(

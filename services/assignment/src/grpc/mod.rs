@@ -450,16 +450,15 @@ impl AssignmentService for AssignmentApi {
         let scope = validate_target(&req.principal_id, &req.role_id, &req.scope)?;
         // Anyone may check their own access; PIM's services, Access Checkers and the reader
         // roles at `/` check others'.
-        let root = Scope::parse("/").map_err(|_| Status::internal("root scope"))?;
-        let mut checkers = roles::READERS.to_vec();
-        checkers.extend([roles::ACCESS_CHECKER, roles::PRIVILEGED_ROLE_ADMINISTRATOR]);
-        if caller.subject != req.principal_id
-            && caller.service().is_none()
-            && !self.holds_any(&caller.subject, &checkers, &root)
-        {
-            return Err(Status::permission_denied(
-                "checking another principal's access needs Access Checker or a reader role at /",
-            ));
+        if caller.subject != req.principal_id && caller.service().is_none() {
+            let root = Scope::parse("/").map_err(|_| Status::internal("root scope"))?;
+            let mut checkers = roles::READERS.to_vec();
+            checkers.extend([roles::ACCESS_CHECKER, roles::PRIVILEGED_ROLE_ADMINISTRATOR]);
+            if !self.holds_any(&caller.subject, &checkers, &root) {
+                return Err(Status::permission_denied(
+                    "checking another principal's access needs Access Checker or a reader role at /",
+                ));
+            }
         }
         let mut revision = self.index.revision();
         if req.at_least_revision > revision {
@@ -477,7 +476,17 @@ impl AssignmentService for AssignmentApi {
             .as_ref()
             .map(millis_from_timestamp)
             .unwrap_or_else(|| self.ctx.clock.now_millis());
-        let decision = self.decide_at(&req.principal_id, &req.role_id, &scope, at);
+        // The nearest miss, when denied, tells the caller what would grant access.
+        let (decision, nearest) = self.index.read(|index| {
+            let decision = index.decide(&req.principal_id, &req.role_id, &scope, at);
+            let nearest = match decision {
+                Decision::Allowed { .. } => None,
+                Decision::Denied { .. } => {
+                    index.eligibility(&req.principal_id, &req.role_id, &scope, at)
+                }
+            };
+            (decision, nearest)
+        });
         Ok(Response::new(match decision {
             Decision::Allowed { via, until_ms } => CheckAccessResponse {
                 allowed: true,
@@ -486,9 +495,7 @@ impl AssignmentService for AssignmentApi {
                 revision,
             },
             Decision::Denied { reason } => {
-                // The nearest miss tells the caller what would grant access.
-                let eligible = self.eligibility_at(&req.principal_id, &req.role_id, &scope, at);
-                let explanation = match eligible {
+                let explanation = match nearest {
                     Some(schedule) => format!(
                         "eligible but not active (eligibility_schedule:{}): activate the role",
                         schedule.id

@@ -19,21 +19,8 @@ use crate::{
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// Roles, scopes and principal ids repeat across a million rows; each is stored once, and never
-/// dropped, so its address identifies it.
+/// Roles, scopes and principal ids repeat across a million rows; each is stored once.
 type Name = Arc<str>;
-
-fn addr(name: &Name) -> usize {
-    Arc::as_ptr(name).cast::<u8>() as usize
-}
-
-/// Schedules are filed by (holder, role), by address: a check reads only the rows of the role
-/// it asks about, a few cache lines per holder out of a million rows.
-type Key = (usize, usize);
-
-fn key(holder: &Name, role: &Name) -> Key {
-    (addr(holder), addr(role))
-}
 
 struct ScheduleEntry {
     id: Box<str>,
@@ -62,19 +49,31 @@ struct WindowEntry {
     end_ms: i64,
 }
 
+/// Everything the index holds of one principal or group, in one place: a check reads one
+/// record per subject, a few cache lines out of a million rows.
+#[derive(Default)]
+struct Holder {
+    /// The directory marks it disabled. One it does not know acts as enabled.
+    disabled: bool,
+    /// Its direct groups.
+    groups: Vec<Name>,
+    /// Its schedules, by role.
+    schedules: Vec<(Name, Vec<ScheduleEntry>)>,
+    /// Its activated windows.
+    windows: Vec<WindowEntry>,
+}
+
+/// A principal or group a check acts as, with its record.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    name: &'a Name,
+    holder: &'a Holder,
+}
+
 #[derive(Default)]
 pub struct Snapshot {
     names: HashSet<Name>,
-    /// Principals the directory marks disabled; one it does not know acts as enabled.
-    disabled: HashSet<Name>,
-    /// A principal's direct groups.
-    groups_of: HashMap<Name, Vec<Name>>,
-    /// Schedules by (holder, role).
-    schedules: HashMap<Key, Vec<ScheduleEntry>>,
-    /// The roles each principal or group holds schedules of, to forget them by holder.
-    roles_held: HashMap<Name, Vec<Name>>,
-    /// Activated windows by principal.
-    windows: HashMap<Name, Vec<WindowEntry>>,
+    holders: HashMap<Name, Holder>,
 }
 
 impl Snapshot {
@@ -87,17 +86,17 @@ impl Snapshot {
         name
     }
 
+    fn holder(&mut self, id: String) -> &mut Holder {
+        let name = self.name(id);
+        self.holders.entry(name).or_default()
+    }
+
     pub fn insert(&mut self, row: IndexRows) {
         match row {
-            IndexRows::Principal { id, enabled } => {
-                if !enabled {
-                    let id = self.name(id);
-                    self.disabled.insert(id);
-                }
-            }
+            IndexRows::Principal { id, enabled } => self.holder(id).disabled = !enabled,
             IndexRows::Membership { member, group } => {
-                let (member, group) = (self.name(member), self.name(group));
-                self.groups_of.entry(member).or_default().push(group);
+                let group = self.name(group);
+                self.holder(member).groups.push(group);
             }
             IndexRows::Schedule(ScheduleRow {
                 id,
@@ -115,15 +114,12 @@ impl Snapshot {
                     start_ms,
                     end_ms,
                 };
-                let (holder, role) = (self.name(holder), self.name(role));
-                let held = self.roles_held.entry(holder.clone()).or_default();
-                if !held.iter().any(|r| Arc::ptr_eq(r, &role)) {
-                    held.push(role.clone());
+                let role = self.name(role);
+                let schedules = &mut self.holder(holder).schedules;
+                match schedules.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &role)) {
+                    Some((_, entries)) => entries.push(entry),
+                    None => schedules.push((role, vec![entry])),
                 }
-                self.schedules
-                    .entry(key(&holder, &role))
-                    .or_default()
-                    .push(entry);
             }
             IndexRows::Window(WindowRow {
                 id,
@@ -142,8 +138,7 @@ impl Snapshot {
                     start_ms,
                     end_ms,
                 };
-                let principal = self.name(principal);
-                self.windows.entry(principal).or_default().push(entry);
+                self.holder(principal).windows.push(entry);
             }
         }
     }
@@ -151,15 +146,7 @@ impl Snapshot {
     /// Forgets everything about `subjects`, then takes their rows as read again.
     pub fn replace(&mut self, subjects: &[&str], rows: Vec<IndexRows>) {
         for subject in subjects {
-            let Some(name) = self.names.get(*subject).cloned() else {
-                continue;
-            };
-            self.disabled.remove(&name);
-            self.groups_of.remove(&name);
-            self.windows.remove(&name);
-            for role in self.roles_held.remove(&name).unwrap_or_default() {
-                self.schedules.remove(&key(&name, &role));
-            }
+            self.holders.remove(*subject);
         }
         for row in rows {
             self.insert(row);
@@ -168,83 +155,99 @@ impl Snapshot {
 
     /// How many schedules and windows the index holds.
     pub fn len(&self) -> (usize, usize) {
-        (
-            self.schedules.values().map(Vec::len).sum(),
-            self.windows.values().map(Vec::len).sum(),
-        )
+        self.holders.values().fold((0, 0), |(s, w), h| {
+            (
+                s + h.schedules.iter().map(|(_, e)| e.len()).sum::<usize>(),
+                w + h.windows.len(),
+            )
+        })
     }
 
-    fn enabled(&self, name: &Name) -> bool {
-        !self.disabled.contains(name)
+    fn subject(&self, id: &str) -> Option<Subject<'_>> {
+        self.holders
+            .get_key_value(id)
+            .map(|(name, holder)| Subject { name, holder })
     }
 
-    /// Who `principal` acts as: itself and its enabled groups (none when the index has never
-    /// seen it), or `None` when it is disabled.
-    fn subjects(&self, principal: &str) -> Option<Vec<&Name>> {
-        let Some(name) = self.names.get(principal) else {
+    /// Who `principal` acts as: itself first and its enabled groups, leaving out any the
+    /// index holds nothing of; `None` when it is disabled.
+    fn subjects(&self, principal: &str) -> Option<Vec<Subject<'_>>> {
+        let Some(me) = self.subject(principal) else {
             return Some(Vec::new());
         };
-        if !self.enabled(name) {
+        if me.holder.disabled {
             return None;
         }
-        let mut subjects = vec![name];
-        if let Some(groups) = self.groups_of.get(name) {
-            subjects.extend(groups.iter().filter(|g| self.enabled(g)));
-        }
+        let mut subjects = vec![me];
+        subjects.extend(
+            me.holder
+                .groups
+                .iter()
+                .filter_map(|g| self.subject(g))
+                .filter(|g| !g.holder.disabled),
+        );
         Some(subjects)
     }
 
-    /// [`Self::subjects`] as ids: the principal itself first.
+    /// Who `principal` acts as, as ids: itself and its enabled groups; `None` when disabled.
     pub fn subject_ids(&self, principal: &str) -> Option<Vec<String>> {
-        let subjects = self.subjects(principal)?;
-        if subjects.is_empty() {
+        let Some(me) = self.subject(principal) else {
             return Some(vec![principal.to_owned()]);
+        };
+        if me.holder.disabled {
+            return None;
         }
-        Some(subjects.iter().map(|s| s.to_string()).collect())
+        let enabled = |g: &&Name| self.subject(g).is_none_or(|g| !g.holder.disabled);
+        Some(
+            std::iter::once(me.name)
+                .chain(me.holder.groups.iter().filter(enabled))
+                .map(|n| n.to_string())
+                .collect(),
+        )
     }
 
     /// Schedules of `role` held by any of `subjects`.
     fn held<'a>(
-        &'a self,
-        subjects: &'a [&'a Name],
+        subjects: &'a [Subject<'a>],
         role: &'a Name,
     ) -> impl Iterator<Item = &'a ScheduleEntry> {
         subjects
             .iter()
-            .filter_map(move |s| self.schedules.get(&key(s, role)))
-            .flatten()
+            .flat_map(|s| s.holder.schedules.iter())
+            .filter(move |(r, _)| Arc::ptr_eq(r, role))
+            .flat_map(|(_, entries)| entries.iter())
     }
 
     /// The stored names of `scope` and its ancestors; one that is not stored is held by nobody.
     fn scopes_of(&self, scope: &Scope) -> Vec<&Name> {
-        scope
-            .with_ancestors()
-            .iter()
-            .filter_map(|s| self.names.get(s.as_str()))
+        let path = scope.as_str();
+        // The root, then each prefix that ends before a `/`, then the scope itself: the same
+        // list as `Scope::with_ancestors`, without allocating it.
+        let ends = path
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .filter(|i| *i > 0)
+            .chain((path.len() > 1).then_some(path.len()));
+        std::iter::once("/")
+            .chain(ends.map(|end| &path[..end]))
+            .filter_map(|s| self.names.get(s))
             .collect()
     }
 
     /// Whether any of `subjects` holds `role` at any of `scopes` at an instant, through an
     /// active schedule, or through a window of `subjects[0]` whose eligibility one of them still
-    /// holds.
-    fn decide_for(
-        &self,
-        subjects: &[&Name],
-        role: &Name,
-        scopes: &[&Name],
-        at_ms: i64,
-    ) -> Decision {
+    /// holds. Names are compared by address: each is stored once.
+    fn decide_for(subjects: &[Subject<'_>], role: &Name, scopes: &[&Name], at_ms: i64) -> Decision {
         let in_scope = |scope: &Name| scopes.iter().any(|s| Arc::ptr_eq(s, scope));
-        let active: Vec<Interval> = self
-            .held(subjects, role)
+        let active: Vec<Interval> = Self::held(subjects, role)
             .filter(|s| !s.eligible && in_scope(&s.scope))
             .map(ScheduleEntry::interval)
             .collect();
         let windows: Vec<ActivatedWindow> = subjects
             .first()
-            .and_then(|p| self.windows.get(*p))
-            .into_iter()
-            .flatten()
+            .map(|me| me.holder.windows.as_slice())
+            .unwrap_or_default()
+            .iter()
             .filter(|w| Arc::ptr_eq(&w.role, role) && in_scope(&w.scope))
             .map(|w| ActivatedWindow {
                 window: Interval {
@@ -253,8 +256,7 @@ impl Snapshot {
                     end_ms: Some(w.end_ms),
                 },
                 // A window comes from an eligibility for its own role.
-                eligibility: self
-                    .held(subjects, role)
+                eligibility: Self::held(subjects, role)
                     .find(|s| s.eligible && s.id == w.eligibility_id)
                     .map(ScheduleEntry::interval),
             })
@@ -263,28 +265,28 @@ impl Snapshot {
     }
 
     /// The groups G for which `subjects` hold an active schedule, or `subjects[0]` a window, of
-    /// Group Member (`member`) at `/groups/G`: candidates for just-in-time membership.
-    fn member_groups<'a>(&'a self, subjects: &'a [&'a Name], member: &'a Name) -> Vec<&'a Name> {
-        let scopes = self
-            .held(subjects, member)
+    /// Group Member (`member`) at `/groups/G`, and that the index holds anything of:
+    /// candidates for just-in-time membership.
+    fn member_groups<'a>(&'a self, subjects: &[Subject<'a>], member: &Name) -> Vec<Subject<'a>> {
+        let scopes = Self::held(subjects, member)
             .filter(|s| !s.eligible)
             .map(|s| &*s.scope)
             .chain(
                 subjects
                     .first()
-                    .and_then(|p| self.windows.get(*p))
-                    .into_iter()
-                    .flatten()
+                    .map(|me| me.holder.windows.as_slice())
+                    .unwrap_or_default()
+                    .iter()
                     .filter(|w| Arc::ptr_eq(&w.role, member))
                     .map(|w| &*w.scope),
             );
-        let mut groups: Vec<&Name> = Vec::new();
+        let mut groups: Vec<Subject<'a>> = Vec::new();
         for scope in scopes {
             if let Some(group) = scope.strip_prefix("/groups/")
                 && !group.is_empty()
                 && !group.contains('/')
-                && let Some(group) = self.names.get(group)
-                && !groups.iter().any(|g| Arc::ptr_eq(g, group))
+                && let Some(group) = self.subject(group)
+                && !groups.iter().any(|g| Arc::ptr_eq(g.name, group.name))
             {
                 groups.push(group);
             }
@@ -306,7 +308,7 @@ impl Snapshot {
             return decide(&[], &[], at_ms);
         };
         let scopes = self.scopes_of(scope);
-        let mut decision = self.decide_for(&subjects, role_name, &scopes, at_ms);
+        let mut decision = Self::decide_for(&subjects, role_name, &scopes, at_ms);
         let Some(member) = self.names.get(roles::GROUP_MEMBER) else {
             return decision;
         };
@@ -318,29 +320,32 @@ impl Snapshot {
         // PIM for Groups: while P holds Group Member at `/groups/G`, P holds G's assignments,
         // and only until that membership ends.
         for group in self.member_groups(&subjects, member) {
-            if subjects.iter().any(|s| Arc::ptr_eq(s, group)) || !self.enabled(group) {
+            if group.holder.disabled || subjects.iter().any(|s| Arc::ptr_eq(s.name, group.name)) {
                 continue;
             }
             // `group` came out of a scope `/groups/G` with no other segment: it parses.
-            let Ok(membership_scope) = Scope::parse(&format!("/groups/{group}")) else {
+            let Ok(membership_scope) = Scope::parse(&format!("/groups/{}", group.name)) else {
                 continue;
             };
             let Decision::Allowed {
                 via: member_via,
                 until_ms: member_until,
-            } = self.decide_for(&subjects, member, &self.scopes_of(&membership_scope), at_ms)
+            } = Self::decide_for(&subjects, member, &self.scopes_of(&membership_scope), at_ms)
             else {
                 continue;
             };
             if let Decision::Allowed { via, until_ms } =
-                self.decide_for(&[group], role_name, &scopes, at_ms)
+                Self::decide_for(&[group], role_name, &scopes, at_ms)
             {
                 let until_ms = match (member_until, until_ms) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
                 decision = decision.or(Decision::Allowed {
-                    via: format!("{via} through membership of group {group} by {member_via}"),
+                    via: format!(
+                        "{via} through membership of group {} by {member_via}",
+                        group.name
+                    ),
                     until_ms,
                 });
             }
@@ -360,7 +365,7 @@ impl Snapshot {
         let subjects = self.subjects(principal)?;
         let role = self.names.get(role)?;
         let scopes = self.scopes_of(scope);
-        self.held(&subjects, role)
+        Self::held(&subjects, role)
             .filter(|s| s.eligible && scopes.iter().any(|x| Arc::ptr_eq(x, &s.scope)))
             .filter(|s| covers(s.start_ms, s.end_ms, at_ms))
             .max_by_key(|s| s.end_ms.unwrap_or(i64::MAX))
@@ -397,6 +402,28 @@ mod tests {
             index.decide(principal, "r", &scope, 1),
             Decision::Allowed { .. }
         )
+    }
+
+    #[test]
+    fn the_scopes_looked_up_are_the_scope_and_its_ancestors() {
+        let mut index = Snapshot::default();
+        for scope in ["/", "/a", "/a/b", "/a/b/c", "/x"] {
+            index.name(scope.to_owned());
+        }
+        for raw in ["/", "/a", "/a/b/c", "/a/b/c/d", "/x/y"] {
+            let scope = Scope::parse(raw).unwrap();
+            let stored: Vec<String> = scope
+                .with_ancestors()
+                .into_iter()
+                .filter(|s| index.names.contains(s.as_str()))
+                .collect();
+            let found: Vec<String> = index
+                .scopes_of(&scope)
+                .into_iter()
+                .map(|n| n.to_string())
+                .collect();
+            assert_eq!(found, stored, "{raw}");
+        }
     }
 
     #[test]
