@@ -51,29 +51,28 @@ struct WindowEntry {
 
 /// Everything the index holds of one principal or group, in one place: a check reads one
 /// record per subject, a few cache lines out of a million rows.
-#[derive(Default)]
 struct Holder {
+    name: Name,
     /// The directory marks it disabled. One it does not know acts as enabled.
     disabled: bool,
-    /// Its direct groups.
-    groups: Vec<Name>,
+    /// Its direct groups, by slot: reached without hashing.
+    groups: Vec<u32>,
     /// Its schedules, by role.
     schedules: Vec<(Name, Vec<ScheduleEntry>)>,
     /// Its activated windows.
     windows: Vec<WindowEntry>,
 }
 
-/// A principal or group a check acts as, with its record.
-#[derive(Clone, Copy)]
-struct Subject<'a> {
-    name: &'a Name,
-    holder: &'a Holder,
-}
+/// A principal or group a check acts as.
+type Subject<'a> = &'a Holder;
 
 #[derive(Default)]
 pub struct Snapshot {
     names: HashSet<Name>,
-    holders: HashMap<Name, Holder>,
+    /// Each principal's or group's slot in `holders`. Slots are never reused: a principal
+    /// whose rows are gone keeps an empty record.
+    slots: HashMap<Name, u32>,
+    holders: Vec<Holder>,
 }
 
 impl Snapshot {
@@ -86,16 +85,33 @@ impl Snapshot {
         name
     }
 
-    fn holder(&mut self, id: String) -> &mut Holder {
+    fn slot(&mut self, id: String) -> u32 {
         let name = self.name(id);
-        self.holders.entry(name).or_default()
+        if let Some(slot) = self.slots.get(&name) {
+            return *slot;
+        }
+        let slot = u32::try_from(self.holders.len()).unwrap_or(u32::MAX);
+        self.slots.insert(name.clone(), slot);
+        self.holders.push(Holder {
+            name,
+            disabled: false,
+            groups: Vec::new(),
+            schedules: Vec::new(),
+            windows: Vec::new(),
+        });
+        slot
+    }
+
+    fn holder(&mut self, id: String) -> &mut Holder {
+        let slot = self.slot(id) as usize;
+        &mut self.holders[slot]
     }
 
     pub fn insert(&mut self, row: IndexRows) {
         match row {
             IndexRows::Principal { id, enabled } => self.holder(id).disabled = !enabled,
             IndexRows::Membership { member, group } => {
-                let group = self.name(group);
+                let group = self.slot(group);
                 self.holder(member).groups.push(group);
             }
             IndexRows::Schedule(ScheduleRow {
@@ -146,7 +162,13 @@ impl Snapshot {
     /// Forgets everything about `subjects`, then takes their rows as read again.
     pub fn replace(&mut self, subjects: &[&str], rows: Vec<IndexRows>) {
         for subject in subjects {
-            self.holders.remove(*subject);
+            if let Some(slot) = self.slots.get(*subject) {
+                let holder = &mut self.holders[*slot as usize];
+                holder.disabled = false;
+                holder.groups.clear();
+                holder.schedules.clear();
+                holder.windows.clear();
+            }
         }
         for row in rows {
             self.insert(row);
@@ -155,7 +177,7 @@ impl Snapshot {
 
     /// How many schedules and windows the index holds.
     pub fn len(&self) -> (usize, usize) {
-        self.holders.values().fold((0, 0), |(s, w), h| {
+        self.holders.iter().fold((0, 0), |(s, w), h| {
             (
                 s + h.schedules.iter().map(|(_, e)| e.len()).sum::<usize>(),
                 w + h.windows.len(),
@@ -164,9 +186,11 @@ impl Snapshot {
     }
 
     fn subject(&self, id: &str) -> Option<Subject<'_>> {
-        self.holders
-            .get_key_value(id)
-            .map(|(name, holder)| Subject { name, holder })
+        self.slots.get(id).map(|slot| &self.holders[*slot as usize])
+    }
+
+    fn group(&self, slot: u32) -> Subject<'_> {
+        &self.holders[slot as usize]
     }
 
     /// Who `principal` acts as: itself first and its enabled groups, leaving out any the
@@ -175,35 +199,26 @@ impl Snapshot {
         let Some(me) = self.subject(principal) else {
             return Some(Vec::new());
         };
-        if me.holder.disabled {
+        if me.disabled {
             return None;
         }
         let mut subjects = vec![me];
         subjects.extend(
-            me.holder
-                .groups
+            me.groups
                 .iter()
-                .filter_map(|g| self.subject(g))
-                .filter(|g| !g.holder.disabled),
+                .map(|g| self.group(*g))
+                .filter(|g| !g.disabled),
         );
         Some(subjects)
     }
 
     /// Who `principal` acts as, as ids: itself and its enabled groups; `None` when disabled.
     pub fn subject_ids(&self, principal: &str) -> Option<Vec<String>> {
-        let Some(me) = self.subject(principal) else {
+        let subjects = self.subjects(principal)?;
+        if subjects.is_empty() {
             return Some(vec![principal.to_owned()]);
-        };
-        if me.holder.disabled {
-            return None;
         }
-        let enabled = |g: &&Name| self.subject(g).is_none_or(|g| !g.holder.disabled);
-        Some(
-            std::iter::once(me.name)
-                .chain(me.holder.groups.iter().filter(enabled))
-                .map(|n| n.to_string())
-                .collect(),
-        )
+        Some(subjects.iter().map(|s| s.name.to_string()).collect())
     }
 
     /// Schedules of `role` held by any of `subjects`.
@@ -213,7 +228,7 @@ impl Snapshot {
     ) -> impl Iterator<Item = &'a ScheduleEntry> {
         subjects
             .iter()
-            .flat_map(|s| s.holder.schedules.iter())
+            .flat_map(|s| s.schedules.iter())
             .filter(move |(r, _)| Arc::ptr_eq(r, role))
             .flat_map(|(_, entries)| entries.iter())
     }
@@ -245,7 +260,7 @@ impl Snapshot {
             .collect();
         let windows: Vec<ActivatedWindow> = subjects
             .first()
-            .map(|me| me.holder.windows.as_slice())
+            .map(|me| me.windows.as_slice())
             .unwrap_or_default()
             .iter()
             .filter(|w| Arc::ptr_eq(&w.role, role) && in_scope(&w.scope))
@@ -274,7 +289,7 @@ impl Snapshot {
             .chain(
                 subjects
                     .first()
-                    .map(|me| me.holder.windows.as_slice())
+                    .map(|me| me.windows.as_slice())
                     .unwrap_or_default()
                     .iter()
                     .filter(|w| Arc::ptr_eq(&w.role, member))
@@ -286,7 +301,7 @@ impl Snapshot {
                 && !group.is_empty()
                 && !group.contains('/')
                 && let Some(group) = self.subject(group)
-                && !groups.iter().any(|g| Arc::ptr_eq(g.name, group.name))
+                && !groups.iter().any(|g| std::ptr::eq(*g, group))
             {
                 groups.push(group);
             }
@@ -320,7 +335,7 @@ impl Snapshot {
         // PIM for Groups: while P holds Group Member at `/groups/G`, P holds G's assignments,
         // and only until that membership ends.
         for group in self.member_groups(&subjects, member) {
-            if group.holder.disabled || subjects.iter().any(|s| Arc::ptr_eq(s.name, group.name)) {
+            if group.disabled || subjects.iter().any(|s| std::ptr::eq(*s, group)) {
                 continue;
             }
             // `group` came out of a scope `/groups/G` with no other segment: it parses.
