@@ -2,7 +2,10 @@
 //! approval decisions move requests on; removed eligibility and disabled principals end their
 //! windows' requests (access itself already ended in the assignment context, at query time).
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use pim_events::{EventHandler, HandlerFuture, Outbox};
 use pim_proto::{
@@ -25,6 +28,9 @@ pub struct Consumer {
     pub outbox: Outbox,
     /// Wakes the provisioner once approvals are committed.
     pub approved: Arc<Notify>,
+    /// A case's outcome was applied since the last commit: only then is the provisioner woken,
+    /// not after every event this consumer sees.
+    pub decided: AtomicBool,
 }
 
 fn decode<M: prost::Message + Default>(event: &Event) -> anyhow::Result<M> {
@@ -137,6 +143,7 @@ impl EventHandler for Consumer {
         Box::pin(async move {
             match event.r#type.as_str() {
                 "approval.case_decided" | "approval.case_timed_out" | "approval.case_canceled" => {
+                    self.decided.store(true, Ordering::Release);
                     self.on_case(txn, event).await
                 }
                 "assignment.schedule_removed" => {
@@ -157,6 +164,8 @@ impl EventHandler for Consumer {
     }
 
     fn committed(&self) {
-        self.approved.notify_one();
+        if self.decided.swap(false, Ordering::AcqRel) {
+            self.approved.notify_one();
+        }
     }
 }

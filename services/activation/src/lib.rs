@@ -50,6 +50,7 @@ impl ContextService for Activation {
             store,
             outbox: ctx.outbox.clone(),
             approved,
+            decided: std::sync::atomic::AtomicBool::new(false),
         };
         let mut routes = RoutesBuilder::default();
         routes.add_service(ActivationServiceServer::new(grpc::ActivationApi::new(flow)));

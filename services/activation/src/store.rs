@@ -219,16 +219,19 @@ impl Store {
         cutoff_ms: i64,
         only_approved: bool,
     ) -> anyhow::Result<Vec<ActivationRequest>> {
+        // One statement per case, each a plain condition on status and time, so that the
+        // (status, updated_at_ms) index answers it instead of a scan of every request.
+        let sql = if only_approved {
+            "SELECT * FROM requests WHERE status = 'pending_provisioning' AND case_id <> '' \
+             AND updated_at_ms <= $1 ORDER BY updated_at_ms LIMIT 100"
+        } else {
+            "SELECT * FROM requests WHERE ((status = 'pending_approval' AND case_id = '') \
+             OR status = 'pending_provisioning') AND updated_at_ms <= $1 \
+             ORDER BY updated_at_ms LIMIT 100"
+        };
         let rows = self
             .db
-            .query_all_raw(stmt(
-                &self.db,
-                "SELECT * FROM requests WHERE updated_at_ms <= $1 AND \
-                 ((status = 'pending_approval' AND case_id = '' AND $2 = 0) \
-                  OR (status = 'pending_provisioning' AND ($2 = 0 OR case_id <> ''))) \
-                 ORDER BY updated_at_ms LIMIT 100",
-                [cutoff_ms.into(), i32::from(only_approved).into()],
-            ))
+            .query_all_raw(stmt(&self.db, sql, [cutoff_ms.into()]))
             .await?;
         rows.iter().map(request).collect()
     }

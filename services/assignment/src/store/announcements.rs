@@ -24,14 +24,20 @@ impl Store {
     pub async fn announce_due(&self, outbox: &Outbox, now_ms: i64) -> anyhow::Result<usize> {
         let mut announced = 0;
         for (kind, min_lead, max_lead, days_ahead) in REMINDERS {
-            // Due when `end - max_lead <= now < end - min_lead`.
+            // Due when `end - max_lead <= now < end - min_lead`, that is when `end` lies in
+            // `(now + min_lead, now + max_lead]`: a range on `end_ms` alone, which its index
+            // answers without reading every time-bound schedule on each tick.
             let rows = self
                 .db
                 .query_all_raw(stmt(
                     &self.db,
-                    "SELECT s.* FROM schedules s WHERE s.end_ms IS NOT NULL AND s.end_ms - $1 <= $2 AND s.end_ms - $3 > $2 \
-                     AND NOT EXISTS (SELECT 1 FROM schedule_announcements a WHERE a.schedule_id = s.id AND a.kind = $4) LIMIT 500",
-                    [max_lead.into(), now_ms.into(), min_lead.into(), kind.into()],
+                    "SELECT s.* FROM schedules s WHERE s.end_ms <= $1 AND s.end_ms > $2 \
+                     AND NOT EXISTS (SELECT 1 FROM schedule_announcements a WHERE a.schedule_id = s.id AND a.kind = $3) LIMIT 500",
+                    [
+                        (now_ms + max_lead).into(),
+                        (now_ms + min_lead).into(),
+                        kind.into(),
+                    ],
                 ))
                 .await?;
             for row in rows {
