@@ -97,19 +97,9 @@ impl AssignmentApi {
 
     /// The eligibility that covers now and lasts longest, if any.
     fn eligibility(&self, principal: &str, role: &str, scope: &Scope) -> Option<Interval> {
-        self.eligibility_at(principal, role, scope, self.ctx.clock.now_millis())
-    }
-
-    /// [`Self::eligibility`] at an instant.
-    fn eligibility_at(
-        &self,
-        principal: &str,
-        role: &str,
-        scope: &Scope,
-        at_ms: i64,
-    ) -> Option<Interval> {
+        let now = self.ctx.clock.now_millis();
         self.index
-            .read(|index| index.eligibility(principal, role, scope, at_ms))
+            .read(|index| index.eligibility(principal, role, scope, now))
     }
 
     fn holds_any(&self, principal: &str, role_ids: &[&str], scope: &Scope) -> bool {

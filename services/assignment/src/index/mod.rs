@@ -20,7 +20,7 @@ pub use snapshot::Snapshot;
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{AccessChange, Changes, Store};
+use crate::store::{AccessChange, Changes, Store, touched};
 
 /// How often a replica looks for other replicas' writes. It bounds how stale a read without
 /// `at_least_revision` can be; the look is one indexed read of the revision row.
@@ -120,12 +120,7 @@ impl AccessIndex {
                 inner.revision.store(revision, Ordering::Release);
             }
             Changes::Some { changes, rows } => {
-                let mut subjects: Vec<&str> = changes
-                    .iter()
-                    .flat_map(|c| c.subjects.iter().map(String::as_str))
-                    .collect();
-                subjects.sort_unstable();
-                subjects.dedup();
+                let subjects = touched(&changes);
                 let last = changes.last().map_or(from, |c| c.revision);
                 inner
                     .snapshot

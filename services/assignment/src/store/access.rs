@@ -65,6 +65,17 @@ pub enum IndexRows {
     Window(WindowRow),
 }
 
+/// Every principal or group `changes` touched, once each.
+pub fn touched(changes: &[AccessChange]) -> Vec<&str> {
+    let mut subjects: Vec<&str> = changes
+        .iter()
+        .flat_map(|c| c.subjects.iter().map(String::as_str))
+        .collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    subjects
+}
+
 /// What the log holds after a revision.
 pub enum Changes {
     /// Nothing newer.
@@ -245,12 +256,7 @@ impl Store {
             Some(first) if first.revision != after + 1 => return Ok(Changes::Gap),
             Some(_) => {}
         }
-        let mut subjects: Vec<&str> = changes
-            .iter()
-            .flat_map(|c| c.subjects.iter().map(String::as_str))
-            .collect();
-        subjects.sort_unstable();
-        subjects.dedup();
+        let subjects = touched(&changes);
         let mut rows = Vec::new();
         for chunk in subjects.chunks(SUBJECTS_PER_STATEMENT) {
             read_rows_of(&txn, chunk, &mut rows).await?;

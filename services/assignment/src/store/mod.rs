@@ -9,7 +9,7 @@ mod roles;
 mod schedules;
 
 use access::bump_revision;
-pub use access::{AccessChange, Changes, IndexRows, ScheduleRow, WindowRow};
+pub use access::{AccessChange, Changes, IndexRows, ScheduleRow, WindowRow, touched};
 pub use directory::DirectorySync;
 use pim_db::stmt;
 pub use schedules::{NewSchedule, NewWindow, ScopeFilter};
