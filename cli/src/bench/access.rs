@@ -375,10 +375,12 @@ async fn closed_loop(
     Ok(done as f64 / elapsed.as_secs_f64())
 }
 
-/// `rate` calls per second for `seconds`, paced: each of the `STREAMS` streams sends on its own
-/// schedule (every `STREAMS / rate` s, offset from the others), so that arrivals are spread
-/// evenly rather than bunched by the timer's millisecond. A stream that falls behind sends at
-/// once. Each call's latency is measured from when it was sent.
+/// `rate` calls per second for `seconds`, paced: sends are due every `1 / rate` s, taken in
+/// turn by the `STREAMS` streams, and released by a thread of their own that sleeps with the
+/// kernel's high-resolution timer. (tokio's timer has a resolution of 1 ms, which would release
+/// `rate / 1000` sends at once on every tick, and measure that burst rather than the service.) A
+/// stream still busy when its next send is due sends as soon as it is free. Each call's latency is
+/// measured from when it was sent.
 async fn paced(
     channels: &[Channel],
     token: &str,
@@ -387,30 +389,47 @@ async fn paced(
     seconds: u64,
 ) -> anyhow::Result<Sample> {
     let per_stream = ((rate * seconds as f64) as usize / STREAMS).max(1);
-    let period = Duration::from_secs_f64(STREAMS as f64 / rate);
-    let started = Instant::now();
-    let first = tokio::time::Instant::now() + Duration::from_millis(10);
+    let mut releases = Vec::with_capacity(STREAMS);
     let mut tasks = Vec::with_capacity(STREAMS);
     for stream in 0..STREAMS {
         let mut client = checker(channels[stream % channels.len()].clone(), token)?;
         let queries = queries.clone();
-        let offset = period.mul_f64(stream as f64 / STREAMS as f64);
+        let (release, mut due) = tokio::sync::mpsc::unbounded_channel::<()>();
+        releases.push(release);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_stream);
-            for i in 0..per_stream {
-                tokio::time::sleep_until(first + offset + period * i as u32).await;
+            let mut i = 0;
+            while due.recv().await.is_some() {
                 let query = queries[(stream * 7919 + i * 13) % queries.len()].clone();
                 let sent = Instant::now();
                 client.check_access(query).await?;
                 latencies.push(sent.elapsed().as_micros() as u64);
+                i += 1;
             }
             anyhow::Ok(latencies)
         }));
     }
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = Instant::now();
+    let pacer = std::thread::spawn(move || {
+        let first = Instant::now() + Duration::from_millis(10);
+        for n in 0..per_stream * STREAMS {
+            let due = first + interval * n as u32;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            // A stream that has failed has dropped its receiver; its task reports why.
+            let _ = releases[n % STREAMS].send(());
+        }
+    });
     let mut latencies = Vec::with_capacity(per_stream * STREAMS);
     for task in tasks {
         latencies.extend(task.await??);
     }
+    pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     Ok(Sample {
         latencies,
         elapsed: started.elapsed(),

@@ -3,7 +3,6 @@
 //! the token's `kid`.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -63,6 +62,10 @@ pub struct Verifier {
     /// token on every call; decoding and checking it each time cost more than the call itself.
     verified: Arc<Mutex<HashMap<String, Verified>>>,
 }
+
+/// Keyed by whole tokens, which only enter once verified, so a fast hash (seeded per process) is
+/// safe here; SipHash over a token cost more than the rest of the lookup.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A token that verified, with what the clock must still be checked against.
 #[derive(Clone)]
@@ -135,7 +138,7 @@ impl Verifier {
             audience: audience.to_owned(),
             clock,
             leeway: 5,
-            verified: Arc::new(Mutex::new(HashMap::new())),
+            verified: Arc::new(Mutex::new(HashMap::default())),
         }
     }
 

@@ -130,8 +130,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_owned();
-        if !is_open(&path) {
+        if !is_open(request.uri().path()) {
+            let path = request.uri().path();
             let header = request
                 .headers()
                 .get("authorization")
@@ -145,10 +145,10 @@ where
                     return Box::pin(async move { Ok(status.into_http()) });
                 }
             };
-            if self.state.policy.permits(&path, &caller) == Some(false) {
+            if self.state.policy.permits(path, &caller) == Some(false) {
                 self.state
                     .denials
-                    .record_denial(&path, &caller.subject, "NOT_ON_ALLOW_LIST");
+                    .record_denial(path, &caller.subject, "NOT_ON_ALLOW_LIST");
                 let status =
                     Status::permission_denied(format!("{} may not call {path}", caller.subject));
                 return Box::pin(async move { Ok(status.into_http()) });

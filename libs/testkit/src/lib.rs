@@ -19,6 +19,8 @@ pub use harness::{
 };
 pub use jwks_server::{ISSUER_KID, JwksServer};
 pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
+/// What `start_service` returns: a service running until shut down.
+pub use pim_host::RunningService;
 pub use postgres::TestDatabase;
 pub use redis_keys::RedisKeys;
 pub use redis_server::RedisServer;

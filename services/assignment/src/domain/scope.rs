@@ -39,6 +39,15 @@ impl Scope {
         &self.0
     }
 
+    /// Whether `ancestor` is this scope or one of its ancestors: one of `with_ancestors`,
+    /// decided without building them.
+    pub fn is_within(&self, ancestor: &str) -> bool {
+        let path = self.0.as_str();
+        ancestor == "/"
+            || path == ancestor
+            || (path.starts_with(ancestor) && path.as_bytes().get(ancestor.len()) == Some(&b'/'))
+    }
+
     /// This scope and every ancestor, root first.
     pub fn with_ancestors(&self) -> Vec<String> {
         let mut scopes = vec!["/".to_owned()];
@@ -79,6 +88,24 @@ mod tests {
             ]
         );
         assert_eq!(Scope::parse("/").unwrap().with_ancestors(), ["/"]);
+    }
+
+    #[test]
+    fn within_is_the_scope_or_an_ancestor() {
+        let candidates = [
+            "/", "/a", "/a/b", "/a/b/c", "/a/b/c/d", "/ab", "/a/bc", "/a/b/cd", "/x", "/a/b/c/",
+        ];
+        for raw in ["/", "/a", "/a/b/c", "/a/b/c/d", "/x/y", "/ab/c"] {
+            let scope = Scope::parse(raw).unwrap();
+            let ancestors = scope.with_ancestors();
+            for candidate in candidates {
+                assert_eq!(
+                    scope.is_within(candidate),
+                    ancestors.iter().any(|a| a == candidate),
+                    "{candidate} within {raw}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -467,16 +467,9 @@ impl AssignmentService for AssignmentApi {
             .map(millis_from_timestamp)
             .unwrap_or_else(|| self.ctx.clock.now_millis());
         // The nearest miss, when denied, tells the caller what would grant access.
-        let (decision, nearest) = self.index.read(|index| {
-            let decision = index.decide(&req.principal_id, &req.role_id, &scope, at);
-            let nearest = match decision {
-                Decision::Allowed { .. } => None,
-                Decision::Denied { .. } => {
-                    index.eligibility(&req.principal_id, &req.role_id, &scope, at)
-                }
-            };
-            (decision, nearest)
-        });
+        let (decision, nearest) = self
+            .index
+            .read(|index| index.check(&req.principal_id, &req.role_id, &scope, at));
         Ok(Response::new(match decision {
             Decision::Allowed { via, until_ms } => CheckAccessResponse {
                 allowed: true,
